@@ -1,0 +1,75 @@
+# basrec build. `make` builds the library and the command; `make test` runs
+# the test suite; `make SAN=1 test` builds everything with AddressSanitizer
+# and UBSan into build-san/ and runs the suite there.
+
+CC      ?= cc
+PREFIX  ?= /usr/local
+# AVX2/FMA where the CPU has them; not -march=native, whose AVX-512 code
+# valgrind cannot run.
+SIMD    := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -mavx2 -mfma)
+OPT     ?= -O2 $(SIMD)
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+
+ifeq ($(SAN),1)
+BUILD   ?= build-san
+SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+OPT      = -O1 -g
+else
+BUILD   ?= build
+SANFLAGS =
+endif
+
+CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+           -fopenmp -g $(OPT) $(SANFLAGS) $(WERROR) -Iinclude -Isrc $(BLAS_CFLAGS)
+LDLIBS  += $(BLAS_LIBS) -ljansson -lm
+LDFLAGS += -fopenmp $(SANFLAGS)
+
+LIB_SRC  := $(sort $(wildcard src/util/*.c src/data/*.c src/nn/*.c src/models/*.c \
+                              src/train/*.c src/eval/*.c))
+CLI_SRC  := $(sort $(wildcard src/cli/*.c))
+TEST_SRC := $(sort $(wildcard tests/test_*.c))
+
+LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
+CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
+BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
+BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+all: $(BUILD)/basrec $(BUILD)/libbasrec.a
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libbasrec.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/basrec: $(CLI_OBJ) $(BUILD)/libbasrec.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libbasrec.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libbasrec.a $(LDFLAGS) $(LDLIBS) -lcmocka
+
+tests: $(TEST_BIN) $(BUILD)/basrec
+
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libbasrec.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libbasrec.a $(LDFLAGS) $(LDLIBS)
+
+# Benchmarks (not tests): prints figures and appends them to bench/RESULTS.md.
+bench: $(BENCH_BIN)
+	@BUILD=$(BUILD) sh bench/run.sh
+
+# Runs every test binary and the CLI tests; prints "N passed, N failed".
+test: tests
+	@BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+
+clean:
+	rm -rf build build-san
+
+-include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
+
+.PHONY: all tests test bench clean

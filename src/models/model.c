@@ -1,0 +1,69 @@
+#include <string.h>
+
+#include "models/model.h"
+
+void br_model_config_defaults(br_model_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    strcpy(cfg->model, "sasrec");
+    cfg->dim = 64;
+    cfg->n_layers = 2;
+    cfg->n_heads = 2;
+    cfg->max_len = 50;
+    cfg->hidden_dropout = 0.2f;
+    cfg->attn_dropout = 0.2f;
+    cfg->init_std = 0.02f;
+}
+
+int br_model_create(br_model *m, const br_model_config *cfg, br_error *err) {
+    memset(m, 0, sizeof *m);
+    m->cfg = *cfg;
+    if (cfg->n_items <= 0) return br_errorf(err, "model needs at least one item");
+    if (cfg->hidden_dropout < 0 || cfg->hidden_dropout >= 1 || cfg->attn_dropout < 0 ||
+        cfg->attn_dropout >= 1)
+        return br_errorf(err, "dropout probabilities must be in [0, 1)");
+    int64_t shape[2] = {(int64_t)cfg->n_items + 1, cfg->dim};
+    m->item_emb = br_params_add(&m->params, "item_embeddings.weight", 2, shape, err);
+    if (m->item_emb < 0) goto fail;
+    m->backbone = br_backbone_create(cfg, err);
+    if (!m->backbone) goto fail;
+    if (m->backbone->vt->register_params(m->backbone, &m->params, err) < 0) goto fail;
+    if (br_params_alloc(&m->params, err) < 0) goto fail;
+    return 0;
+fail:
+    br_model_free(m);
+    return -1;
+}
+
+void br_model_init_weights(br_model *m, uint64_t seed) {
+    br_rng rng;
+    br_rng_seed(&rng, seed, 0x1417);
+    br_param_init_normal(&m->params, m->item_emb, m->cfg.init_std, &rng);
+    m->backbone->vt->init_params(m->backbone, &m->params, &rng);
+}
+
+int br_model_reserve(br_model *m, int32_t max_tok, int32_t max_seq, br_error *err) {
+    return m->backbone->vt->reserve(m->backbone, max_tok, max_seq, err);
+}
+
+void br_model_free(br_model *m) {
+    if (m->backbone) m->backbone->vt->destroy(m->backbone);
+    br_params_free(&m->params);
+    memset(m, 0, sizeof *m);
+}
+
+void br_model_gather(const br_model *m, const int32_t *items, int32_t T, float *x) {
+    const int D = m->cfg.dim;
+    const float *E = br_model_items(m);
+#pragma omp parallel for schedule(static)
+    for (int32_t t = 0; t < T; t++) memcpy(x + (size_t)t * D, E + (size_t)items[t] * D, (size_t)D * sizeof(float));
+}
+
+void br_model_scatter_grad(br_model *m, const int32_t *items, int32_t T, const float *dx) {
+    const int D = m->cfg.dim;
+    float *dE = br_pgrad(&m->params, m->item_emb);
+    for (int32_t t = 0; t < T; t++) {
+        float *row = dE + (size_t)items[t] * D;
+        const float *g = dx + (size_t)t * D;
+        for (int d = 0; d < D; d++) row[d] += g[d];
+    }
+}

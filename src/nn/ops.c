@@ -1,0 +1,235 @@
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "nn/ops.h"
+#include "util/rng.h"
+
+void br_linear_forward(float *y, const float *x, const float *W, const float *b,
+                       int T, int K, int N) {
+    if (T == 0) return;
+    if (b) {
+#pragma omp parallel for schedule(static)
+        for (int t = 0; t < T; t++) memcpy(y + (size_t)t * N, b, (size_t)N * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, W, K,
+                b ? 1.0f : 0.0f, y, N);
+}
+
+void br_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
+                        const float *W, int T, int K, int N, int accumulate_dx) {
+    if (T == 0) return;
+    if (dx)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, W, K,
+                    accumulate_dx ? 1.0f : 0.0f, dx, K);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dW, K);
+    if (db) {
+        /* Column sums in a fixed order per column: deterministic. */
+#pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            float s = 0.0f;
+            for (int t = 0; t < T; t++) s += dy[(size_t)t * N + n];
+            db[n] += s;
+        }
+    }
+}
+
+void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
+                          const float *gamma, const float *beta, int T, int D, float eps) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * D;
+        float *yr = y + (size_t)t * D;
+        float m = 0.0f;
+        for (int d = 0; d < D; d++) m += xr[d];
+        m /= (float)D;
+        float v = 0.0f;
+        for (int d = 0; d < D; d++) {
+            float c = xr[d] - m;
+            v += c * c;
+        }
+        v /= (float)D;
+        float r = 1.0f / sqrtf(v + eps);
+        for (int d = 0; d < D; d++) yr[d] = (xr[d] - m) * r * gamma[d] + beta[d];
+        mean[t] = m;
+        rstd[t] = r;
+    }
+}
+
+void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
+                           const float *x, const float *mean, const float *rstd,
+                           const float *gamma, int T, int D, int accumulate_dx) {
+#pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * D, *dyr = dy + (size_t)t * D;
+        float *dxr = dx + (size_t)t * D;
+        const float m = mean[t], r = rstd[t];
+        /* dx = r * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma */
+        float sum_g = 0.0f, sum_gx = 0.0f;
+        for (int d = 0; d < D; d++) {
+            float g = dyr[d] * gamma[d];
+            sum_g += g;
+            sum_gx += g * (xr[d] - m) * r;
+        }
+        sum_g /= (float)D;
+        sum_gx /= (float)D;
+        for (int d = 0; d < D; d++) {
+            float xhat = (xr[d] - m) * r;
+            float v = r * (dyr[d] * gamma[d] - sum_g - xhat * sum_gx);
+            dxr[d] = accumulate_dx ? dxr[d] + v : v;
+        }
+    }
+    /* Parameter gradients: reduce over rows per column, fixed order. */
+#pragma omp parallel for schedule(static)
+    for (int d = 0; d < D; d++) {
+        float sg = 0.0f, sb = 0.0f;
+        for (int t = 0; t < T; t++) {
+            float g = dy[(size_t)t * D + d];
+            sg += g * (x[(size_t)t * D + d] - mean[t]) * rstd[t];
+            sb += g;
+        }
+        dgamma[d] += sg;
+        dbeta[d] += sb;
+    }
+}
+
+void br_gelu_forward(float *y, const float *x, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+}
+
+void br_gelu_backward(float *dx, const float *dy, const float *x, long n) {
+    const float inv_sqrt_2pi = 0.3989422804014327f;
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) {
+        float cdf = 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+        float pdf = inv_sqrt_2pi * expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (cdf + x[i] * pdf);
+    }
+}
+
+void br_dropout(float *x, long n, float p, uint64_t key) {
+    if (p <= 0.0f) return;
+    const float scale = 1.0f / (1.0f - p);
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) x[i] = br_hash_uniform(key, (uint64_t)i) < p ? 0.0f : x[i] * scale;
+}
+
+void br_attention_offsets(int64_t *att_off, const int32_t *seq_off, int n_seq, int H) {
+    att_off[0] = 0;
+    for (int s = 0; s < n_seq; s++) {
+        int64_t n = seq_off[s + 1] - seq_off[s];
+        att_off[s + 1] = att_off[s] + (int64_t)H * n * n;
+    }
+}
+
+/* Dropout keep-scale for attention probability (row i, col j) of a head
+ * block starting at flat index base in probs. */
+static inline float att_keep(uint64_t key, int64_t idx, float p, float scale) {
+    if (p <= 0.0f) return 1.0f;
+    return br_hash_uniform(key, (uint64_t)idx) < p ? 0.0f : scale;
+}
+
+void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
+                          const int64_t *att_off, int n_seq, int D, int H, float p,
+                          uint64_t key) {
+    const int dh = D / H, D3 = 3 * D;
+    const float inv_sqrt = 1.0f / sqrtf((float)dh);
+    const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int sh = 0; sh < n_seq * H; sh++) {
+        const int s = sh / H, h = sh % H;
+        const int o = seq_off[s], n = seq_off[s + 1] - o;
+        float *P = probs + att_off[s] + (int64_t)h * n * n;
+        for (int i = 0; i < n; i++) {
+            const float *q = qkv + (size_t)(o + i) * D3 + h * dh;
+            float *Pi = P + (int64_t)i * n;
+            float mx = -INFINITY;
+            for (int j = 0; j <= i; j++) {
+                const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
+                float sc = 0.0f;
+                for (int c = 0; c < dh; c++) sc += q[c] * k[c];
+                sc *= inv_sqrt;
+                Pi[j] = sc;
+                if (sc > mx) mx = sc;
+            }
+            float z = 0.0f;
+            for (int j = 0; j <= i; j++) {
+                Pi[j] = expf(Pi[j] - mx);
+                z += Pi[j];
+            }
+            for (int j = 0; j <= i; j++) Pi[j] /= z;
+            for (int j = i + 1; j < n; j++) Pi[j] = 0.0f;
+            float *c_out = ctx + (size_t)(o + i) * D + h * dh;
+            for (int c = 0; c < dh; c++) c_out[c] = 0.0f;
+            for (int j = 0; j <= i; j++) {
+                float w = Pi[j] * att_keep(key, att_off[s] + (int64_t)h * n * n + (int64_t)i * n + j, p, scale);
+                if (w == 0.0f) continue;
+                const float *v = qkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
+                for (int c = 0; c < dh; c++) c_out[c] += w * v[c];
+            }
+        }
+    }
+}
+
+void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
+                           const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
+                           int H, float p, uint64_t key, float *scratch) {
+    const int dh = D / H, D3 = 3 * D;
+    const float inv_sqrt = 1.0f / sqrtf((float)dh);
+    const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    int max_n = 0;
+    for (int s = 0; s < n_seq; s++)
+        if (seq_off[s + 1] - seq_off[s] > max_n) max_n = seq_off[s + 1] - seq_off[s];
+#pragma omp parallel
+    {
+        /* One row of dP per thread, from the caller's scratch. */
+        float *dP = scratch + (size_t)omp_get_thread_num() * (size_t)max_n;
+#pragma omp for schedule(dynamic, 4)
+        for (int sh = 0; sh < n_seq * H; sh++) {
+            const int s = sh / H, h = sh % H;
+            const int o = seq_off[s], n = seq_off[s + 1] - o;
+            const int64_t base = att_off[s] + (int64_t)h * n * n;
+            const float *P = probs + base;
+            for (int i = 0; i < n; i++) {
+                float *dq = dqkv + (size_t)(o + i) * D3 + h * dh;
+                float *dk = dqkv + (size_t)(o + i) * D3 + D + h * dh;
+                float *dv = dqkv + (size_t)(o + i) * D3 + 2 * D + h * dh;
+                for (int c = 0; c < dh; c++) dq[c] = dk[c] = dv[c] = 0.0f;
+            }
+            for (int i = 0; i < n; i++) {
+                const float *Pi = P + (int64_t)i * n;
+                const float *dc = dctx + (size_t)(o + i) * D + h * dh;
+                const float *q = qkv + (size_t)(o + i) * D3 + h * dh;
+                float *dq = dqkv + (size_t)(o + i) * D3 + h * dh;
+                float dot = 0.0f;
+                for (int j = 0; j <= i; j++) {
+                    const float keep = att_keep(key, base + (int64_t)i * n + j, p, scale);
+                    const float *v = qkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
+                    float *dv = dqkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
+                    float g = 0.0f;
+                    if (keep != 0.0f) {
+                        const float w = Pi[j] * keep;
+                        for (int c = 0; c < dh; c++) {
+                            g += dc[c] * v[c];
+                            dv[c] += w * dc[c];
+                        }
+                    }
+                    dP[j] = g * keep;
+                    dot += Pi[j] * dP[j];
+                }
+                for (int j = 0; j <= i; j++) {
+                    const float ds = Pi[j] * (dP[j] - dot) * inv_sqrt;
+                    if (ds == 0.0f) continue;
+                    const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
+                    float *dk = dqkv + (size_t)(o + j) * D3 + D + h * dh;
+                    for (int c = 0; c < dh; c++) {
+                        dq[c] += ds * k[c];
+                        dk[c] += ds * q[c];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/checkpoint.h"
+#include "train/safetensors.h"
+
+#define FORMAT_NAME "basrec-checkpoint"
+#define FORMAT_VERSION "1"
+
+enum { META_MAX = 32, META_LEN = 64 };
+
+typedef struct meta_list {
+    br_st_meta kv[META_MAX];
+    char val[META_MAX][META_LEN];
+    int n;
+} meta_list;
+
+static void meta_put(meta_list *ml, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void meta_put(meta_list *ml, const char *key, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ml->val[ml->n], META_LEN, fmt, ap);
+    va_end(ap);
+    ml->kv[ml->n].key = key;
+    ml->kv[ml->n].value = ml->val[ml->n];
+    ml->n++;
+}
+
+int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds,
+                       const br_train_config *tc, const br_train_state *st, br_error *err) {
+    const br_params *p = &m->params;
+    const br_model_config *c = &m->cfg;
+    meta_list ml = {.n = 0};
+    meta_put(&ml, "format", "%s", FORMAT_NAME);
+    meta_put(&ml, "format_version", "%s", FORMAT_VERSION);
+    meta_put(&ml, "model", "%s", c->model);
+    meta_put(&ml, "n_items", "%d", c->n_items);
+    meta_put(&ml, "hidden_size", "%d", c->dim);
+    meta_put(&ml, "num_hidden_layers", "%d", c->n_layers);
+    meta_put(&ml, "num_attention_heads", "%d", c->n_heads);
+    meta_put(&ml, "max_seq_length", "%d", c->max_len);
+    meta_put(&ml, "hidden_dropout_prob", "%.9g", c->hidden_dropout);
+    meta_put(&ml, "attention_probs_dropout_prob", "%.9g", c->attn_dropout);
+    meta_put(&ml, "initializer_range", "%.9g", c->init_std);
+    meta_put(&ml, "data_fingerprint", "%016" PRIx64, ds->fingerprint);
+    meta_put(&ml, "data_users", "%d", ds->n_users);
+    const int resumable = tc && st;
+    if (resumable) {
+        meta_put(&ml, "batch_size", "%d", tc->batch_size);
+        meta_put(&ml, "epochs", "%d", tc->epochs);
+        meta_put(&ml, "patience", "%d", tc->patience);
+        meta_put(&ml, "start_valid", "%d", tc->start_valid);
+        meta_put(&ml, "lr", "%.9g", tc->lr);
+        meta_put(&ml, "weight_decay", "%.9g", tc->weight_decay);
+        meta_put(&ml, "seed", "%" PRIu64, tc->seed);
+        meta_put(&ml, "adam_step", "%" PRId64, p->adam_step);
+        meta_put(&ml, "epoch", "%d", st->epoch);
+        meta_put(&ml, "best_epoch", "%d", st->best_epoch);
+        meta_put(&ml, "best_score", "%.17g", st->best_score);
+        meta_put(&ml, "bad_epochs", "%d", st->bad_epochs);
+    }
+    const int n_t = p->n * (resumable ? 3 : 1);
+    br_st_tensor *t = br_xcalloc((size_t)n_t, sizeof *t, err);
+    char(*names)[BR_PARAM_NAME_MAX + 8] = br_xcalloc((size_t)n_t, sizeof *names, err);
+    if (!t || !names) {
+        free(t);
+        free(names);
+        return -1;
+    }
+    for (int i = 0, k = 0; i < p->n; i++) {
+        const float *src[3] = {p->data, p->adam_m, p->adam_v};
+        const char *prefix[3] = {"", "adam_m.", "adam_v."};
+        for (int j = 0; j < (resumable ? 3 : 1); j++, k++) {
+            snprintf(names[k], sizeof names[k], "%s%s", prefix[j], p->list[i].name);
+            t[k].name = names[k];
+            t[k].ndim = p->list[i].ndim;
+            memcpy(t[k].shape, p->list[i].shape, sizeof t[k].shape);
+            t[k].data = src[j] + p->list[i].offset;
+        }
+    }
+    int rc = br_st_write(path, t, n_t, ml.kv, ml.n, err);
+    free(t);
+    free(names);
+    return rc;
+}
+
+/* Typed metadata readers: a missing or malformed value is an error. */
+static int meta_long(const br_st_file *f, const char *key, long long lo, long long hi,
+                     long long *out, br_error *err) {
+    const char *v = br_st_meta_get(f, key);
+    if (!v) return br_errorf(err, "%s: checkpoint metadata lacks '%s'", f->path, key);
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi)
+        return br_errorf(err, "%s: checkpoint metadata '%s' = '%s' is not an integer in [%lld, %lld]",
+                         f->path, key, v, lo, hi);
+    *out = x;
+    return 0;
+}
+
+static int meta_i32(const br_st_file *f, const char *key, long long lo, int32_t *out, br_error *err) {
+    long long x;
+    if (meta_long(f, key, lo, INT32_MAX, &x, err) < 0) return -1;
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int meta_double(const br_st_file *f, const char *key, double *out, br_error *err) {
+    const char *v = br_st_meta_get(f, key);
+    if (!v) return br_errorf(err, "%s: checkpoint metadata lacks '%s'", f->path, key);
+    char *end;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno || end == v || *end)
+        return br_errorf(err, "%s: checkpoint metadata '%s' = '%s' is not a number", f->path, key, v);
+    *out = x;
+    return 0;
+}
+
+static int meta_float(const br_st_file *f, const char *key, float *out, br_error *err) {
+    double x;
+    if (meta_double(f, key, &x, err) < 0) return -1;
+    *out = (float)x;
+    return 0;
+}
+
+static int read_config(const br_st_file *f, br_model_config *c, br_error *err) {
+    const char *fmt = br_st_meta_get(f, "format");
+    if (!fmt || strcmp(fmt, FORMAT_NAME) != 0)
+        return br_errorf(err, "%s: not a basrec checkpoint (metadata 'format' is %s)", f->path,
+                         fmt ? fmt : "missing");
+    const char *ver = br_st_meta_get(f, "format_version");
+    if (!ver || strcmp(ver, FORMAT_VERSION) != 0)
+        return br_errorf(err, "%s: unsupported checkpoint version %s (this build reads %s)",
+                         f->path, ver ? ver : "(none)", FORMAT_VERSION);
+    br_model_config_defaults(c);
+    const char *model = br_st_meta_get(f, "model");
+    if (!model || strlen(model) >= sizeof c->model)
+        return br_errorf(err, "%s: checkpoint metadata 'model' missing or too long", f->path);
+    strcpy(c->model, model);
+    if (meta_i32(f, "n_items", 1, &c->n_items, err) < 0 ||
+        meta_i32(f, "hidden_size", 1, &c->dim, err) < 0 ||
+        meta_i32(f, "num_hidden_layers", 0, &c->n_layers, err) < 0 ||
+        meta_i32(f, "num_attention_heads", 1, &c->n_heads, err) < 0 ||
+        meta_i32(f, "max_seq_length", 1, &c->max_len, err) < 0 ||
+        meta_float(f, "hidden_dropout_prob", &c->hidden_dropout, err) < 0 ||
+        meta_float(f, "attention_probs_dropout_prob", &c->attn_dropout, err) < 0 ||
+        meta_float(f, "initializer_range", &c->init_std, err) < 0)
+        return -1;
+    return 0;
+}
+
+static int read_train_state(const br_st_file *f, br_model *m, br_train_config *tc,
+                            br_train_state *st, br_error *err) {
+    long long seed, step;
+    if (meta_i32(f, "batch_size", 1, &tc->batch_size, err) < 0 ||
+        meta_i32(f, "epochs", 0, &tc->epochs, err) < 0 ||
+        meta_i32(f, "patience", 0, &tc->patience, err) < 0 ||
+        meta_i32(f, "start_valid", 0, &tc->start_valid, err) < 0 ||
+        meta_float(f, "lr", &tc->lr, err) < 0 ||
+        meta_float(f, "weight_decay", &tc->weight_decay, err) < 0 ||
+        meta_long(f, "seed", 0, INT64_MAX, &seed, err) < 0 ||
+        meta_long(f, "adam_step", 0, INT64_MAX, &step, err) < 0 ||
+        meta_i32(f, "epoch", 0, &st->epoch, err) < 0 ||
+        meta_i32(f, "best_epoch", -1, &st->best_epoch, err) < 0 ||
+        meta_double(f, "best_score", &st->best_score, err) < 0 ||
+        meta_i32(f, "bad_epochs", 0, &st->bad_epochs, err) < 0)
+        return -1;
+    tc->seed = (uint64_t)seed;
+    m->params.adam_step = step;
+    return 0;
+}
+
+/* Copies tensor prefix+name into dst after checking dtype and shape. */
+static int load_tensor(const br_st_file *f, const br_param *pr, const char *prefix, float *dst,
+                       br_error *err) {
+    char name[BR_PARAM_NAME_MAX + 16];
+    snprintf(name, sizeof name, "%s%s", prefix, pr->name);
+    const br_st_entry *e = br_st_find(f, name);
+    if (!e) return br_errorf(err, "%s: checkpoint lacks tensor '%s'", f->path, name);
+    if (e->dtype != BR_ST_F32) return br_errorf(err, "%s: tensor '%s' is not F32", f->path, name);
+    int same = e->ndim == pr->ndim;
+    for (int d = 0; same && d < pr->ndim; d++) same = e->shape[d] == pr->shape[d];
+    if (!same)
+        return br_errorf(err, "%s: tensor '%s' has a shape that does not match the model's configuration",
+                         f->path, name);
+    memcpy(dst, e->data, pr->numel * sizeof(float));
+    return 0;
+}
+
+int br_checkpoint_load(const char *path, br_model *m, const br_dataset *ds, int require_same_data,
+                       br_train_config *tc, br_train_state *st, br_error *err) {
+    br_st_file f;
+    memset(m, 0, sizeof *m);
+    if (br_st_read(path, &f, err) < 0) return -1;
+    br_model_config c;
+    int rc = -1;
+    if (read_config(&f, &c, err) < 0) goto done;
+    if (ds) {
+        if (ds->n_items > c.n_items) {
+            br_errorf(err, "%s: data %s has item ids up to %d but the checkpoint's model knows %d items",
+                      path, ds->path, ds->n_items, c.n_items);
+            goto done;
+        }
+        char fp[20];
+        snprintf(fp, sizeof fp, "%016" PRIx64, ds->fingerprint);
+        const char *want = br_st_meta_get(&f, "data_fingerprint");
+        if (require_same_data && (!want || strcmp(want, fp) != 0)) {
+            br_errorf(err, "%s: was trained on other data than %s (fingerprint %s, data has %s)",
+                      path, ds->path, want ? want : "missing", fp);
+            goto done;
+        }
+    }
+    if (br_model_create(m, &c, err) < 0) {
+        br_error_prefix(err, "%s", path);
+        goto done;
+    }
+    for (int i = 0; i < m->params.n; i++) {
+        const br_param *pr = &m->params.list[i];
+        if (load_tensor(&f, pr, "", m->params.data + pr->offset, err) < 0) goto done;
+        if (st && (load_tensor(&f, pr, "adam_m.", m->params.adam_m + pr->offset, err) < 0 ||
+                   load_tensor(&f, pr, "adam_v.", m->params.adam_v + pr->offset, err) < 0))
+            goto done;
+    }
+    if (st) {
+        br_train_config_defaults(tc);
+        if (read_train_state(&f, m, tc, st, err) < 0) goto done;
+    }
+    rc = 0;
+done:
+    if (rc < 0) br_model_free(m);
+    br_st_free(&f);
+    return rc;
+}

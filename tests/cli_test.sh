@@ -1,0 +1,96 @@
+#!/bin/sh
+# End-to-end tests of the basrec command: training, evaluation,
+# recommendation, resuming, determinism, and clear errors on bad input.
+# Prints "cli: N passed, N failed".
+BIN=${BUILD:-build}/basrec
+T=$(mktemp -d /tmp/basrec-cli-XXXXXX)
+trap 'rm -rf "$T"' EXIT
+pass=0
+fail=0
+ok() { pass=$((pass + 1)); echo "ok   $1"; }
+ko() { fail=$((fail + 1)); echo "FAIL $1"; }
+# expect_fail NAME PATTERN CMD...: CMD must exit non-zero with PATTERN on stderr.
+expect_fail() {
+    name=$1 pattern=$2
+    shift 2
+    if "$@" >"$T/out" 2>"$T/err"; then
+        ko "$name (exited 0)"
+    elif grep -q -- "$pattern" "$T/err"; then
+        ok "$name"
+    else
+        ko "$name (stderr: $(cat "$T/err"))"
+    fi
+}
+
+"$BIN" synth --out "$T/data.txt" --users 400 --items 150 --seed 3 && ok "synth" || ko "synth"
+TRAIN="--data $T/data.txt --epochs 3 --hidden-size 16 --batch-size 64 --max-seq-length 20 --no-progress --threads 2"
+
+if "$BIN" train $TRAIN --out "$T/run" --seed 7 --metrics-log "$T/log.jsonl" >"$T/res1.json"; then
+    ok "train"
+else
+    ko "train"
+fi
+[ -s "$T/run/best.safetensors" ] && [ -s "$T/run/last.safetensors" ] && [ -s "$T/run/result.json" ] \
+    && ok "train writes checkpoints and result" || ko "train writes checkpoints and result"
+[ "$(wc -l <"$T/log.jsonl")" -eq 3 ] && grep -q '"NDCG@10"' "$T/log.jsonl" \
+    && ok "metrics log has one JSON line per epoch" || ko "metrics log has one JSON line per epoch"
+ls "$T/run" | grep -q tmp && ko "no temporary files left" || ok "no temporary files left"
+
+"$BIN" train $TRAIN --out "$T/run2" --seed 7 >"$T/res2.json"
+# Same seed and threads: identical metrics (the timing field differs).
+strip() { sed 's/"seconds": [0-9.]*, //' "$1"; }
+[ "$(strip "$T/res1.json")" = "$(strip "$T/res2.json")" ] && ok "deterministic for a seed" \
+    || ko "deterministic for a seed"
+"$BIN" train $TRAIN --out "$T/run3" --seed 8 >"$T/res3.json"
+[ "$(strip "$T/res1.json")" != "$(strip "$T/res3.json")" ] && ok "another seed differs" \
+    || ko "another seed differs"
+
+# Resume: 2 epochs then 1 more equals 3 straight epochs.
+"$BIN" train $TRAIN --out "$T/run4" --seed 7 --epochs 2 >/dev/null
+"$BIN" train $TRAIN --out "$T/run4" --epochs 3 --resume >"$T/res4.json"
+[ "$(strip "$T/res1.json")" = "$(strip "$T/res4.json")" ] && ok "resume replays exactly" \
+    || ko "resume replays exactly"
+
+if "$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" >"$T/eval.json"; then
+    test_line=$(sed 's/.*"test": //; s/}$//' "$T/res1.json")
+    eval_line=$(sed 's/.*"metrics": //; s/}$//' "$T/eval.json")
+    [ "$test_line" = "$eval_line" ] && ok "eval reproduces train's test metrics" \
+        || ko "eval reproduces train's test metrics ($test_line vs $eval_line)"
+else
+    ko "eval"
+fi
+
+if "$BIN" recommend --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" --users 1,2 --k 5 >"$T/rec.jsonl"; then
+    [ "$(wc -l <"$T/rec.jsonl")" -eq 2 ] && grep -q '^{"user": 1, "items": \[[0-9]*, [0-9]*, [0-9]*, [0-9]*, [0-9]*\]' "$T/rec.jsonl" \
+        && ok "recommend" || ko "recommend ($(cat "$T/rec.jsonl"))"
+else
+    ko "recommend"
+fi
+# Seen items are excluded unless asked.
+seen=$(sed -n 1p "$T/data.txt" | cut -d' ' -f2- | tr ' ' '\n' | sort -u)
+recs=$(sed -n 1p "$T/rec.jsonl" | sed 's/.*"items": \[\([^]]*\)\].*/\1/' | tr -d ' ' | tr ',' '\n')
+overlap=$(printf '%s\n%s\n' "$seen" "$recs" | sort | uniq -d | wc -l)
+[ "$overlap" -eq 0 ] && ok "recommend excludes seen items" || ko "recommend excludes seen items"
+
+# Bad input: clear message naming the file and line, non-zero exit.
+expect_fail "missing data file" "$T/nope.txt" "$BIN" train --data "$T/nope.txt" --out "$T/x"
+printf '1 2 3 4\n2 5 x 6\n' >"$T/bad.txt"
+expect_fail "non-numeric token" "bad.txt:2" "$BIN" train --data "$T/bad.txt" --out "$T/x"
+printf '1 2 3 4\n2 5 6 7\n3 7 8 9\n4 9\n' >"$T/short.txt"
+expect_fail "too-short user" "short.txt:4" "$BIN" train --data "$T/short.txt" --out "$T/x"
+expect_fail "unknown option" "unknown option" "$BIN" train --data "$T/data.txt" --bogus 1
+expect_fail "bad number" "not a number" "$BIN" train --data "$T/data.txt" --lr abc
+expect_fail "missing checkpoint" "$T/none.safetensors" "$BIN" eval --checkpoint "$T/none.safetensors" --data "$T/data.txt"
+printf 'garbage' >"$T/garbage.safetensors"
+expect_fail "corrupt checkpoint" "garbage.safetensors" "$BIN" eval --checkpoint "$T/garbage.safetensors" --data "$T/data.txt"
+"$BIN" synth --out "$T/other.txt" --users 300 --items 400 --seed 4
+expect_fail "checkpoint/data item mismatch" "items" "$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/other.txt"
+"$BIN" synth --out "$T/same_size.txt" --users 400 --items 150 --seed 5
+expect_fail "checkpoint trained on other data" "other data" "$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/same_size.txt"
+expect_fail "unknown user" "user 999999" "$BIN" recommend --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" --users 999999
+expect_fail "resume without a run" "last.safetensors" "$BIN" train --data "$T/data.txt" --out "$T/empty" --resume
+expect_fail "unknown model" "unknown model" "$BIN" train --data "$T/data.txt" --out "$T/x" --model nope
+"$BIN" --help >/dev/null && "$BIN" train --help | grep -q -- "--hidden-size" && ok "help" || ko "help"
+
+echo "cli: $pass passed, $fail failed"
+[ "$fail" -eq 0 ]
