@@ -26,7 +26,7 @@ LDLIBS  += $(BLAS_LIBS) -ljansson -lm
 LDFLAGS += -fopenmp $(SANFLAGS)
 
 LIB_SRC  := $(sort $(wildcard src/util/*.c src/data/*.c src/nn/*.c src/models/*.c \
-                              src/train/*.c src/eval/*.c))
+                              src/train/*.c src/eval/*.c src/augment/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 

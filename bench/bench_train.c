@@ -50,9 +50,10 @@ int main(int argc, char **argv) {
         return 1;
     }
     br_model_init_weights(&m, 1);
-    br_trainer_epoch(tr, 0, 0); /* warm-up: page in buffers, spin up threads */
+    br_epoch_stats es;
+    br_trainer_epoch(tr, 0, 0, &es); /* warm-up: page in buffers, spin up threads */
     double t0 = now();
-    for (int e = 1; e <= epochs; e++) br_trainer_epoch(tr, e, 0);
+    for (int e = 1; e <= epochs; e++) br_trainer_epoch(tr, e, 0, &es);
     const double epoch_s = (now() - t0) / epochs;
     br_metrics met;
     br_evaluate(&m, &ds, BR_SPLIT_TEST, &met, &err); /* warm-up */

@@ -96,7 +96,8 @@ void args_print_help(const char *usage, const opt_spec *specs) {
                                                                    : "";
         snprintf(left, sizeof left, "--%s%s", s->name, meta);
         printf("  %-34s %s", left, s->help);
-        switch (s->type) {
+        /* Help texts that state their own default keep it. */
+        switch (strstr(s->help, "(default") ? OPT_FLAG : s->type) {
         case OPT_INT: printf(" (default %d)", *(int32_t *)s->value); break;
         case OPT_U64: printf(" (default %llu)", (unsigned long long)*(uint64_t *)s->value); break;
         case OPT_FLOAT: printf(" (default %g)", *(float *)s->value); break;

@@ -28,46 +28,105 @@ static int fail(const char *cmd, const br_error *err) {
     return 1;
 }
 
-/* Dataset presets from the reference README (PROTOCOL.md). */
+/* Dataset presets (PROTOCOL.md): dropout of the reference README, and the
+ * stage-2 schedule; BASRec's own settings come from br_basrec_preset. */
 typedef struct preset {
     const char *name;
     float dropout;
+    int32_t stage2_epochs, stage2_start_valid;
 } preset;
-static const preset presets[] = {
-    {"beauty", 0.1f}, {"sports", 0.1f}, {"yelp", 0.1f}, {"home", 0.05f}, {NULL, 0}};
+static const preset presets[] = {{"beauty", 0.1f, 200, 100},
+                                 {"sports", 0.1f, 200, 100},
+                                 {"yelp", 0.1f, 100, 50},
+                                 {"home", 0.05f, 100, 50},
+                                 {NULL, 0, 0, 0}};
+
+static int file_exists(const char *dir, const char *name) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+static void print_result(const br_train_result *res) {
+    printf("{\"best_epoch\": %d, \"epochs_run\": %d, \"seconds\": %.1f, \"valid\": ", res->best_epoch,
+           res->epochs_run, res->seconds);
+    br_metrics_write_json(stdout, &res->valid);
+    printf(", \"test\": ");
+    br_metrics_write_json(stdout, &res->test);
+    printf("}\n");
+}
+
+/* One training run into out_dir: resumed, started from a checkpoint's
+ * weights (fresh optimizer), or from a fresh initialisation. */
+static int run_stage(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
+                     const char *out_dir, const char *init_from, int resume, FILE *log,
+                     int progress, br_train_result *res, br_error *err) {
+    br_model m;
+    memset(&m, 0, sizeof m);
+    if (!resume) {
+        if (init_from) {
+            if (br_checkpoint_load(init_from, &m, ds, 0, NULL, NULL, err) < 0) return -1;
+        } else {
+            br_model_config c = *mc;
+            c.n_items = ds->n_items;
+            if (br_model_create(&m, &c, err) < 0) return -1;
+            br_model_init_weights(&m, tc->seed);
+        }
+    }
+    br_train_io io = {out_dir, log, progress, resume};
+    int rc = br_train(&m, ds, tc, &io, res, err);
+    br_model_free(&m);
+    return rc;
+}
 
 static int cmd_train(int argc, char **argv) {
     br_model_config mc;
     br_train_config tc;
     br_model_config_defaults(&mc);
     br_train_config_defaults(&tc);
-    const char *data = NULL, *out = NULL, *model = "sasrec", *metrics_log = NULL, *preset_name = NULL;
-    int32_t threads = 0;
+    const char *data = NULL, *out = NULL, *model = "sasrec", *metrics_log = NULL,
+               *preset_name = NULL, *method = "plain", *init_from = NULL;
+    int32_t threads = 0, stage1_epochs = 200;
     float dropout = -1.0f;
-    int resume = 0, no_progress = 0, help;
+    int resume = 0, no_progress = 0, joint = 0, no_ssa = 0, no_csa = 0, no_weight = 0,
+        linear = 0, help;
+    br_basrec_config *bc = &tc.basrec;
     opt_spec specs[] = {
         {"data", OPT_STR, &data, "sequence file: one line per user, 'user item item ...'", 0},
         {"out", OPT_STR, &out, "run directory for checkpoints and results (default runs/<data name>)", 0},
         {"preset", OPT_STR, &preset_name, "dataset preset: beauty, sports, yelp, home", 0},
         {"model", OPT_STR, &model, "backbone: sasrec", 0},
+        {"method", OPT_STR, &method, "plain, or basrec (two stages: plain, then augmented)", 0},
         {"hidden-size", OPT_INT, &mc.dim, "hidden size", 0},
         {"num-hidden-layers", OPT_INT, &mc.n_layers, "encoder layers", 0},
         {"num-attention-heads", OPT_INT, &mc.n_heads, "attention heads", 0},
         {"hidden-dropout-prob", OPT_FLOAT, &mc.hidden_dropout, "hidden dropout", 0},
         {"attention-probs-dropout-prob", OPT_FLOAT, &mc.attn_dropout, "attention dropout", 0},
-        {"dropout", OPT_FLOAT, &dropout, "set both dropouts", 0},
+        {"dropout", OPT_FLOAT, &dropout, "set both dropouts (default: unset)", 0},
         {"initializer-range", OPT_FLOAT, &mc.init_std, "std of the normal weight init", 0},
         {"max-seq-length", OPT_INT, &mc.max_len, "keep the last N items of each sequence", 0},
         {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate", 0},
         {"weight-decay", OPT_FLOAT, &tc.weight_decay, "Adam L2 weight decay", 0},
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},
-        {"epochs", OPT_INT, &tc.epochs, "maximum epochs", 0},
+        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (of stage 2 with basrec: preset 200, yelp/home 100)", 0},
         {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement", 0},
-        {"start-valid", OPT_INT, &tc.start_valid, "first epoch that is validated", 0},
+        {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (stage 2 with basrec: preset 100, yelp/home 50)", 0},
         {"seed", OPT_U64, &tc.seed, "random seed", 0},
+        {"stage1-epochs", OPT_INT, &stage1_epochs, "basrec: maximum epochs of stage 1", 0},
+        {"init-from", OPT_STR, &init_from, "basrec: start stage 2 from this checkpoint (skips stage 1)", 0},
+        {"beta", OPT_FLOAT, &bc->alpha, "basrec: mixup weights ~ Beta(beta, beta) (the paper's alpha)", 0},
+        {"rate-min", OPT_FLOAT, &bc->rate_min, "basrec: operator rate ~ U(rate-min, rate-max)", 0},
+        {"rate-max", OPT_FLOAT, &bc->rate_max, "basrec: see rate-min", 0},
+        {"n-pairs", OPT_INT, &bc->n_pairs, "basrec: pairs of augmented copies per sequence", 0},
+        {"n-whole-level", OPT_INT, &bc->n_whole_level, "basrec: item-wise and feature-wise mixes, each", 0},
+        {"no-single-seq", OPT_FLAG, &no_ssa, "basrec ablation: without single-sequence augmentation", 0},
+        {"no-cross-seq", OPT_FLAG, &no_csa, "basrec ablation: without cross-sequence augmentation", 0},
+        {"no-adaptive-weight", OPT_FLAG, &no_weight, "basrec ablation: constant loss weights", 0},
+        {"linear-mixup", OPT_FLAG, &linear, "basrec ablation: one mixup weight per sequence", 0},
+        {"joint", OPT_FLAG, &joint, "basrec ablation: one stage, augmented from scratch", 0},
         {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
         {"metrics-log", OPT_STR, &metrics_log, "append per-epoch metrics as JSON lines to this file", 0},
-        {"resume", OPT_FLAG, &resume, "continue the run in --out from its last epoch", 0},
+        {"resume", OPT_FLAG, &resume, "continue the run in --out where it stopped", 0},
         {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr", 0},
         {NULL, 0, NULL, NULL, 0}};
     br_error err;
@@ -76,12 +135,18 @@ static int cmd_train(int argc, char **argv) {
         args_print_help("usage: basrec train --data FILE [options]\n\n"
                         "Trains a model with validation each epoch, keeps the best checkpoint by\n"
                         "valid NDCG@20, stops early, and reports test metrics of the best one.\n"
-                        "Writes OUT/best.safetensors, OUT/last.safetensors (resumable), OUT/result.json.",
+                        "Writes OUT/best.safetensors, OUT/last.safetensors (resumable), OUT/result.json;\n"
+                        "with --method basrec, stage 1 goes to OUT/stage1 and stage 2 to OUT.",
                         specs);
         return 0;
     }
     if (!data) {
         fprintf(stderr, "basrec train: --data is required (see --help)\n");
+        return 2;
+    }
+    const int basrec = strcmp(method, "basrec") == 0;
+    if (!basrec && strcmp(method, "plain") != 0) {
+        fprintf(stderr, "basrec train: unknown method '%s' (plain, basrec)\n", method);
         return 2;
     }
     if (preset_name) {
@@ -93,6 +158,20 @@ static int cmd_train(int argc, char **argv) {
         }
         if (!args_find(specs, "hidden-dropout-prob")->seen) mc.hidden_dropout = p->dropout;
         if (!args_find(specs, "attention-probs-dropout-prob")->seen) mc.attn_dropout = p->dropout;
+        if (basrec) {
+            br_basrec_config explicit_cfg = *bc;
+            br_basrec_preset(bc, p->name);
+            /* Options given on the command line win over the preset. */
+            if (args_find(specs, "beta")->seen) bc->alpha = explicit_cfg.alpha;
+            if (args_find(specs, "rate-min")->seen) bc->rate_min = explicit_cfg.rate_min;
+            if (args_find(specs, "rate-max")->seen) bc->rate_max = explicit_cfg.rate_max;
+            if (args_find(specs, "n-pairs")->seen) bc->n_pairs = explicit_cfg.n_pairs;
+            if (args_find(specs, "n-whole-level")->seen) bc->n_whole_level = explicit_cfg.n_whole_level;
+            if (!args_find(specs, "epochs")->seen) tc.epochs = p->stage2_epochs;
+            if (!args_find(specs, "start-valid")->seen) tc.start_valid = p->stage2_start_valid;
+        }
+    } else if (basrec && !args_find(specs, "start-valid")->seen) {
+        tc.start_valid = 100;
     }
     if (dropout >= 0.0f) mc.hidden_dropout = mc.attn_dropout = dropout;
     if (strlen(model) >= sizeof mc.model) {
@@ -100,9 +179,13 @@ static int cmd_train(int argc, char **argv) {
         return 2;
     }
     strcpy(mc.model, model);
+    bc->single_seq = !no_ssa;
+    bc->cross_seq = !no_csa;
+    bc->adaptive_weight = !no_weight;
+    bc->nonlinear = !linear;
     set_threads(threads);
 
-    char out_buf[4096];
+    char out_buf[4096], stage1_dir[4200], stage1_best[4300];
     if (!out) {
         const char *base = strrchr(data, '/');
         base = base ? base + 1 : data;
@@ -111,36 +194,38 @@ static int cmd_train(int argc, char **argv) {
     }
     br_dataset ds;
     if (br_dataset_load(data, &ds, &err) < 0) return fail("train", &err);
-    br_model m;
-    memset(&m, 0, sizeof m);
-    if (!resume) {
-        mc.n_items = ds.n_items;
-        if (br_model_create(&m, &mc, &err) < 0) {
-            br_dataset_free(&ds);
-            return fail("train", &err);
-        }
-        br_model_init_weights(&m, tc.seed);
-    }
     FILE *log = NULL;
     if (metrics_log && !(log = fopen(metrics_log, "a"))) {
         fprintf(stderr, "basrec train: cannot open %s: %s\n", metrics_log, strerror(errno));
-        br_model_free(&m);
         br_dataset_free(&ds);
         return 1;
     }
-    br_train_io io = {out, log, !no_progress && isatty(2), resume};
+    const int progress = !no_progress && isatty(2);
     br_train_result res;
-    int rc = br_train(&m, &ds, &tc, &io, &res, &err);
+    int rc = 0;
+    if (basrec && !joint && !init_from && !(resume && file_exists(out, "last.safetensors"))) {
+        /* Stage 1: plain training, reused when it already finished. */
+        snprintf(stage1_dir, sizeof stage1_dir, "%s/stage1", out);
+        snprintf(stage1_best, sizeof stage1_best, "%s/best.safetensors", stage1_dir);
+        if (!file_exists(stage1_dir, "result.json")) {
+            br_train_config t1 = tc;
+            t1.use_basrec = 0;
+            t1.epochs = stage1_epochs;
+            t1.start_valid = 0;
+            if (progress) fprintf(stderr, "stage 1: plain training into %s\n", stage1_dir);
+            rc = run_stage(&ds, &mc, &t1, stage1_dir, NULL,
+                           resume && file_exists(stage1_dir, "last.safetensors"), log, progress, &res, &err);
+        }
+        init_from = stage1_best;
+        resume = 0;
+        if (progress && rc == 0) fprintf(stderr, "stage 2: BASRec training into %s\n", out);
+    }
+    tc.use_basrec = basrec;
+    if (rc == 0) rc = run_stage(&ds, &mc, &tc, out, init_from, resume, log, progress, &res, &err);
     if (log) fclose(log);
-    br_model_free(&m);
     br_dataset_free(&ds);
     if (rc < 0) return fail("train", &err);
-    printf("{\"best_epoch\": %d, \"epochs_run\": %d, \"seconds\": %.1f, \"valid\": ", res.best_epoch,
-           res.epochs_run, res.seconds);
-    br_metrics_write_json(stdout, &res.valid);
-    printf(", \"test\": ");
-    br_metrics_write_json(stdout, &res.test);
-    printf("}\n");
+    print_result(&res);
     return 0;
 }
 

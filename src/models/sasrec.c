@@ -47,6 +47,7 @@ typedef struct sasrec {
     sasrec_layer_acts *acts;
     int64_t *att_off;
     float *g_a, *g_b, *g_ffn, *g_qkv, *scratch; /* backward scratch */
+    int scratch_threads;
     /* state of the last forward */
     int training;
     uint64_t key;
@@ -142,7 +143,8 @@ static int sasrec_reserve(br_backbone *bb, int32_t max_tok, int32_t max_seq, br_
     m->g_b = br_xmalloc((size_t)(T * D) * sizeof(float), err);
     m->g_ffn = br_xmalloc((size_t)(T * 4 * D) * sizeof(float), err);
     m->g_qkv = br_xmalloc((size_t)(T * 3 * D) * sizeof(float), err);
-    m->scratch = br_xmalloc((size_t)omp_get_max_threads() * (size_t)Lmax * sizeof(float), err);
+    m->scratch_threads = omp_get_max_threads();
+    m->scratch = br_xmalloc((size_t)m->scratch_threads * (size_t)Lmax * sizeof(float), err);
     if (!m->buf || !m->att_off || !m->g_a || !m->g_b || !m->g_ffn || !m->g_qkv || !m->scratch) {
         m->max_tok = m->max_seq = 0;
         return -1;
@@ -263,7 +265,7 @@ static void sasrec_backward(br_backbone *bb, br_params *p, const br_tokens *tok,
                            a->ctx, br_pdata(p, li->dense_w), T, D, D, 0);
         br_attention_backward(m->g_qkv, g_ctx, a->probs, a->qkv, tok->seq_off, m->att_off,
                               tok->n_seq, D, c->n_heads, p_att, site_key(key, l, SITE_ATT_PROB),
-                              m->scratch);
+                              m->scratch, m->scratch_threads);
         br_linear_backward(g, br_pgrad(p, li->qkv_w), br_pgrad(p, li->qkv_b), m->g_qkv, a->x_in,
                            br_pdata(p, li->qkv_w), T, D, 3 * D, 1);
     }

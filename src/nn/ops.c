@@ -175,14 +175,16 @@ void br_attention_forward(float *ctx, float *probs, const float *qkv, const int3
 
 void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
                            const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
-                           int H, float p, uint64_t key, float *scratch) {
+                           int H, float p, uint64_t key, float *scratch, int scratch_threads) {
     const int dh = D / H, D3 = 3 * D;
     const float inv_sqrt = 1.0f / sqrtf((float)dh);
     const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
     int max_n = 0;
     for (int s = 0; s < n_seq; s++)
         if (seq_off[s + 1] - seq_off[s] > max_n) max_n = seq_off[s + 1] - seq_off[s];
-#pragma omp parallel
+    /* Never more threads than the scratch has rows for. */
+    const int nt = omp_get_max_threads() < scratch_threads ? omp_get_max_threads() : scratch_threads;
+#pragma omp parallel num_threads(nt)
     {
         /* One row of dP per thread, from the caller's scratch. */
         float *dP = scratch + (size_t)omp_get_thread_num() * (size_t)max_n;

@@ -43,11 +43,11 @@ void br_dropout(float *x, long n, float p, uint64_t key);
 void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
                           const int64_t *att_off, int n_seq, int D, int H, float p,
                           uint64_t key);
-/* dqkv[T, 3D] (overwrite) from dctx. scratch: omp_get_max_threads() times
- * the longest sequence's length floats. */
+/* dqkv[T, 3D] (overwrite) from dctx. scratch: scratch_threads times the
+ * longest sequence's length floats; at most scratch_threads threads run. */
 void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
                            const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
-                           int H, float p, uint64_t key, float *scratch);
+                           int H, float p, uint64_t key, float *scratch, int scratch_threads);
 
 /* Offsets for br_attention_*: att_off[s] for s in 0..n_seq (n_seq + 1 values). */
 void br_attention_offsets(int64_t *att_off, const int32_t *seq_off, int n_seq, int H);

@@ -11,7 +11,7 @@
 #define FORMAT_NAME "basrec-checkpoint"
 #define FORMAT_VERSION "1"
 
-enum { META_MAX = 32, META_LEN = 64 };
+enum { META_MAX = 40, META_LEN = 64 };
 
 typedef struct meta_list {
     br_st_meta kv[META_MAX];
@@ -58,6 +58,15 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         meta_put(&ml, "lr", "%.9g", tc->lr);
         meta_put(&ml, "weight_decay", "%.9g", tc->weight_decay);
         meta_put(&ml, "seed", "%" PRIu64, tc->seed);
+        meta_put(&ml, "method", "%s", tc->use_basrec ? "basrec" : "plain");
+        const br_basrec_config *b = &tc->basrec;
+        meta_put(&ml, "basrec_alpha", "%.9g", b->alpha);
+        meta_put(&ml, "basrec_rate_min", "%.9g", b->rate_min);
+        meta_put(&ml, "basrec_rate_max", "%.9g", b->rate_max);
+        meta_put(&ml, "basrec_n_pairs", "%d", b->n_pairs);
+        meta_put(&ml, "basrec_n_whole_level", "%d", b->n_whole_level);
+        meta_put(&ml, "basrec_modules", "%d%d%d%d", b->single_seq, b->cross_seq, b->adaptive_weight,
+                 b->nonlinear);
         meta_put(&ml, "adam_step", "%" PRId64, p->adam_step);
         meta_put(&ml, "epoch", "%d", st->epoch);
         meta_put(&ml, "best_epoch", "%d", st->best_epoch);
@@ -174,6 +183,24 @@ static int read_train_state(const br_st_file *f, br_model *m, br_train_config *t
         return -1;
     tc->seed = (uint64_t)seed;
     m->params.adam_step = step;
+    const char *method = br_st_meta_get(f, "method");
+    if (!method || (strcmp(method, "plain") != 0 && strcmp(method, "basrec") != 0))
+        return br_errorf(err, "%s: checkpoint metadata 'method' missing or unknown", f->path);
+    tc->use_basrec = strcmp(method, "basrec") == 0;
+    br_basrec_config *b = &tc->basrec;
+    const char *mods = br_st_meta_get(f, "basrec_modules");
+    if (meta_float(f, "basrec_alpha", &b->alpha, err) < 0 ||
+        meta_float(f, "basrec_rate_min", &b->rate_min, err) < 0 ||
+        meta_float(f, "basrec_rate_max", &b->rate_max, err) < 0 ||
+        meta_i32(f, "basrec_n_pairs", 0, &b->n_pairs, err) < 0 ||
+        meta_i32(f, "basrec_n_whole_level", 0, &b->n_whole_level, err) < 0)
+        return -1;
+    if (!mods || strlen(mods) != 4 || strspn(mods, "01") != 4)
+        return br_errorf(err, "%s: checkpoint metadata 'basrec_modules' missing or malformed", f->path);
+    b->single_seq = mods[0] == '1';
+    b->cross_seq = mods[1] == '1';
+    b->adaptive_weight = mods[2] == '1';
+    b->nonlinear = mods[3] == '1';
     return 0;
 }
 

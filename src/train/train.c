@@ -19,6 +19,8 @@ void br_train_config_defaults(br_train_config *tc) {
     tc->lr = 1e-3f;
     tc->weight_decay = 0.0f;
     tc->seed = 42;
+    tc->use_basrec = 0;
+    br_basrec_config_defaults(&tc->basrec);
 }
 
 struct br_trainer {
@@ -31,10 +33,13 @@ struct br_trainer {
     int32_t *order;        /* this epoch's shuffled copy of rows */
     int32_t n_rows;
     int64_t epoch_tokens;
+    br_basrec *basrec;     /* NULL: plain training */
+    br_basrec_stats last;  /* of the last step */
 };
 
 void br_trainer_free(br_trainer *tr) {
     if (!tr) return;
+    br_basrec_free(tr->basrec);
     br_batch_free(&tr->batch);
     free(tr->x);
     free(tr->h);
@@ -69,7 +74,9 @@ br_trainer *br_trainer_create(br_model *m, const br_dataset *ds, const br_train_
     tr->order = br_xmalloc((size_t)ds->n_users * sizeof(int32_t), err);
     if (!tr->x || !tr->h || !tr->dh || !tr->rows || !tr->order ||
         br_batch_alloc(&tr->batch, tc->batch_size, max_tok, err) < 0 ||
-        br_model_reserve(m, max_tok, tc->batch_size, err) < 0) {
+        br_model_reserve(m, max_tok, tc->batch_size, err) < 0 ||
+        (tc->use_basrec &&
+         !(tr->basrec = br_basrec_create(&tc->basrec, m, ds, tc->batch_size, max_tok, err)))) {
         br_trainer_free(tr);
         return NULL;
     }
@@ -84,25 +91,39 @@ br_trainer *br_trainer_create(br_model *m, const br_dataset *ds, const br_train_
 
 int64_t br_trainer_epoch_tokens(const br_trainer *tr) { return tr->epoch_tokens; }
 
+static double plain_step(br_trainer *tr, const br_batch *b, uint64_t step_key);
+
 double br_trainer_step(br_trainer *tr, const int32_t *rows, int32_t n, uint64_t step_key) {
     br_model *m = tr->m;
     br_batch *b = &tr->batch;
-    const int D = m->cfg.dim;
     br_batch_clear(b);
     for (int32_t i = 0; i < n; i++) br_batch_add(b, tr->ds, rows[i], BR_SPLIT_TRAIN, m->cfg.max_len);
     if (b->n_tok == 0) return 0.0;
     br_batch_sample_negatives(b, tr->ds, br_key(step_key, 1, 0));
-    const br_tokens tok = br_batch_tokens(b);
 
     br_params_zero_grad(&m->params);
+    double loss;
+    if (tr->basrec) {
+        loss = br_basrec_step(tr->basrec, b, step_key, &tr->last);
+    } else {
+        loss = plain_step(tr, b, step_key);
+    }
+    br_adam_config ac = {tr->tc.lr, 0.9f, 0.999f, 1e-8f, tr->tc.weight_decay};
+    br_adam_step(&m->params, &ac);
+    return loss;
+}
+
+/* Forward, BCE and backward of the plain objective (stage 1). */
+static double plain_step(br_trainer *tr, const br_batch *b, uint64_t step_key) {
+    br_model *m = tr->m;
+    const int D = m->cfg.dim;
+    const br_tokens tok = br_batch_tokens(b);
     br_model_gather(m, b->item, b->n_tok, tr->x);
     m->backbone->vt->forward(m->backbone, &m->params, &tok, tr->x, tr->h, 1, br_key(step_key, 2, 0));
-    double loss = br_bce_loss(tr->h, b->target, b->neg, NULL, b->n_tok, D, br_model_items(m),
+    const double loss = br_bce_loss(tr->h, b->target, b->neg, NULL, b->n_tok, D, br_model_items(m),
                               br_pgrad(&m->params, m->item_emb), tr->dh, 1.0f);
     m->backbone->vt->backward(m->backbone, &m->params, &tok, tr->dh, tr->x);
     br_model_scatter_grad(m, b->item, b->n_tok, tr->x);
-    br_adam_config ac = {tr->tc.lr, 0.9f, 0.999f, 1e-8f, tr->tc.weight_decay};
-    br_adam_step(&m->params, &ac);
     return loss;
 }
 
@@ -116,7 +137,7 @@ static void progress_bar(int32_t epoch, int32_t done, int32_t total, double loss
     fflush(stderr);
 }
 
-double br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress) {
+void br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress, br_epoch_stats *st) {
     br_rng rng;
     br_rng_seed(&rng, tr->tc.seed, 0x5EED0000ull + (uint64_t)epoch);
     /* Shuffling a copy of the fixed order makes an epoch's batches depend
@@ -125,13 +146,22 @@ double br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress) {
     br_rng_shuffle_i32(&rng, tr->order, tr->n_rows);
     const int32_t bs = tr->tc.batch_size;
     const int32_t n_batches = (tr->n_rows + bs - 1) / bs;
-    double sum = 0.0;
+    memset(st, 0, sizeof *st);
     for (int32_t k = 0; k < n_batches; k++) {
         const int32_t i0 = k * bs, n = tr->n_rows - i0 < bs ? tr->n_rows - i0 : bs;
-        sum += br_trainer_step(tr, tr->order + i0, n, br_key(tr->tc.seed, (uint64_t)epoch, (uint64_t)k));
-        if (progress) progress_bar(epoch, k + 1, n_batches, sum / (k + 1));
+        st->loss += br_trainer_step(tr, tr->order + i0, n, br_key(tr->tc.seed, (uint64_t)epoch, (uint64_t)k));
+        st->basrec.loss_main += tr->last.loss_main;
+        st->basrec.loss_ssa += tr->last.loss_ssa;
+        st->basrec.loss_csa += tr->last.loss_csa;
+        st->basrec.aug_cosine += tr->last.aug_cosine;
+        if (progress) progress_bar(epoch, k + 1, n_batches, st->loss / (k + 1));
     }
-    return n_batches ? sum / n_batches : 0.0;
+    if (n_batches == 0) return;
+    st->loss /= n_batches;
+    st->basrec.loss_main /= n_batches;
+    st->basrec.loss_ssa /= n_batches;
+    st->basrec.loss_csa /= n_batches;
+    st->basrec.aug_cosine /= n_batches;
 }
 
 static double now_seconds(void) {
@@ -177,7 +207,9 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
     int rc = -1;
     for (int32_t epoch = st.epoch; epoch < tc->epochs && st.bad_epochs < tc->patience; epoch++) {
         const double te = now_seconds();
-        const double loss = br_trainer_epoch(tr, epoch, io->progress);
+        br_epoch_stats es;
+        br_trainer_epoch(tr, epoch, io->progress, &es);
+        const double loss = es.loss;
         const double train_s = now_seconds() - te;
         br_metrics valid;
         int validated = epoch >= tc->start_valid;
@@ -203,6 +235,10 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
         if (io->metrics_log) {
             fprintf(io->metrics_log, "{\"epoch\": %d, \"loss\": %.6f, \"train_seconds\": %.3f",
                     epoch, loss, train_s);
+            if (tc->use_basrec)
+                fprintf(io->metrics_log,
+                        ", \"loss_main\": %.6f, \"loss_ssa\": %.6f, \"loss_csa\": %.6f, \"aug_cosine\": %.6f",
+                        es.basrec.loss_main, es.basrec.loss_ssa, es.basrec.loss_csa, es.basrec.aug_cosine);
             if (validated) {
                 fprintf(io->metrics_log, ", \"valid\": ");
                 br_metrics_write_json(io->metrics_log, &valid);

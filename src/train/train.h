@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "augment/basrec.h"
 #include "data/dataset.h"
 #include "eval/rank.h"
 #include "models/model.h"
@@ -18,6 +19,8 @@ typedef struct br_train_config {
     int32_t start_valid;  /* first epoch (0-based) that is validated */
     float lr, weight_decay;
     uint64_t seed;
+    int use_basrec;             /* stage-2 BASRec objective instead of plain BCE */
+    br_basrec_config basrec;
 } br_train_config;
 
 void br_train_config_defaults(br_train_config *tc);
@@ -50,15 +53,21 @@ typedef struct br_train_result {
 int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_train_io *io,
              br_train_result *res, br_error *err);
 
-/* One optimisation step on a batch of training rows; returns the mean loss.
+/* One optimisation step on a batch of training rows; returns the loss.
  * Exposed for tests and benchmarks. */
 struct br_trainer;
 typedef struct br_trainer br_trainer;
 br_trainer *br_trainer_create(br_model *m, const br_dataset *ds, const br_train_config *tc,
                               br_error *err);
 double br_trainer_step(br_trainer *tr, const int32_t *rows, int32_t n, uint64_t step_key);
-/* Runs one epoch (shuffled rows, negatives redrawn); returns the mean loss. */
-double br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress);
+
+/* Means over the batches of one epoch. */
+typedef struct br_epoch_stats {
+    double loss;
+    br_basrec_stats basrec; /* zero without BASRec */
+} br_epoch_stats;
+/* Runs one epoch (shuffled rows, negatives redrawn). */
+void br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress, br_epoch_stats *st);
 /* Real training positions of one epoch. */
 int64_t br_trainer_epoch_tokens(const br_trainer *tr);
 void br_trainer_free(br_trainer *tr);
