@@ -95,7 +95,7 @@ static int cmd_train(int argc, char **argv) {
         {"data", OPT_STR, &data, "sequence file: one line per user, 'user item item ...'", 0},
         {"out", OPT_STR, &out, "run directory for checkpoints and results (default runs/<data name>)", 0},
         {"preset", OPT_STR, &preset_name, "dataset preset: beauty, sports, yelp, home", 0},
-        {"model", OPT_STR, &model, "backbone: sasrec", 0},
+        {"model", OPT_STR, &model, "backbone: sasrec, gru4rec, nextitnet, fmlprec", 0},
         {"method", OPT_STR, &method, "plain, or basrec (two stages: plain, then augmented)", 0},
         {"hidden-size", OPT_INT, &mc.dim, "hidden size", 0},
         {"num-hidden-layers", OPT_INT, &mc.n_layers, "encoder layers", 0},

@@ -40,6 +40,8 @@ typedef struct br_backbone_vtable {
     const char *name;
     int (*register_params)(br_backbone *bb, br_params *p, br_error *err);
     void (*init_params)(br_backbone *bb, br_params *p, br_rng *rng);
+    /* Std of the normal init of the item table; NULL: cfg.init_std. */
+    float (*item_init_std)(const br_backbone *bb);
     /* Sizes the activation workspace for batches of up to max_tok tokens. */
     int (*reserve)(br_backbone *bb, int32_t max_tok, int32_t max_seq, br_error *err);
     /* out = encoder(x_in). training enables dropout with draws keyed by key;
@@ -62,5 +64,7 @@ struct br_backbone {
 br_backbone *br_backbone_create(const br_model_config *cfg, br_error *err);
 
 br_backbone *br_sasrec_create(const br_model_config *cfg, br_error *err);
+br_backbone *br_fmlprec_create(const br_model_config *cfg, br_error *err);
+br_backbone *br_gru4rec_create(const br_model_config *cfg, br_error *err);
 
 #endif

@@ -37,7 +37,9 @@ fail:
 void br_model_init_weights(br_model *m, uint64_t seed) {
     br_rng rng;
     br_rng_seed(&rng, seed, 0x1417);
-    br_param_init_normal(&m->params, m->item_emb, m->cfg.init_std, &rng);
+    const br_backbone_vtable *vt = m->backbone->vt;
+    const float std = vt->item_init_std ? vt->item_init_std(m->backbone) : m->cfg.init_std;
+    br_param_init_normal(&m->params, m->item_emb, std, &rng);
     m->backbone->vt->init_params(m->backbone, &m->params, &rng);
 }
 

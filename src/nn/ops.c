@@ -112,8 +112,14 @@ void br_gelu_backward(float *dx, const float *dy, const float *x, long n) {
 void br_dropout(float *x, long n, float p, uint64_t key) {
     if (p <= 0.0f) return;
     const float scale = 1.0f / (1.0f - p);
+    /* One hash per 4 elements, as br_hash_uniform16 slices it. */
+    const uint32_t threshold = (uint32_t)ceilf(p * 65536.0f); /* u < p*65536 */
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) x[i] = br_hash_uniform(key, (uint64_t)i) < p ? 0.0f : x[i] * scale;
+    for (long g = 0; g < (n + 3) / 4; g++) {
+        const uint64_t h = br_hash_u64(key, (uint64_t)g);
+        for (long i = 4 * g, j = 0; i < n && j < 4; i++, j++)
+            x[i] = ((h >> (16 * j)) & 0xFFFF) < threshold ? 0.0f : x[i] * scale;
+    }
 }
 
 void br_attention_offsets(int64_t *att_off, const int32_t *seq_off, int n_seq, int H) {
@@ -128,7 +134,7 @@ void br_attention_offsets(int64_t *att_off, const int32_t *seq_off, int n_seq, i
  * block starting at flat index base in probs. */
 static inline float att_keep(uint64_t key, int64_t idx, float p, float scale) {
     if (p <= 0.0f) return 1.0f;
-    return br_hash_uniform(key, (uint64_t)idx) < p ? 0.0f : scale;
+    return br_hash_uniform16(key, (uint64_t)idx) < p ? 0.0f : scale;
 }
 
 void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
