@@ -65,6 +65,7 @@ br_backbone *br_backbone_create(const br_model_config *cfg, br_error *err);
 
 br_backbone *br_sasrec_create(const br_model_config *cfg, br_error *err);
 br_backbone *br_fmlprec_create(const br_model_config *cfg, br_error *err);
+br_backbone *br_nextitnet_create(const br_model_config *cfg, br_error *err);
 br_backbone *br_gru4rec_create(const br_model_config *cfg, br_error *err);
 
 #endif

@@ -14,6 +14,10 @@ void br_model_config_defaults(br_model_config *cfg) {
     cfg->init_std = 0.02f;
 }
 
+void br_model_config_backbone_defaults(br_model_config *cfg) {
+    if (strcmp(cfg->model, "nextitnet") == 0) cfg->n_layers = 10;
+}
+
 int br_model_create(br_model *m, const br_model_config *cfg, br_error *err) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;

@@ -16,6 +16,9 @@ typedef struct br_model {
 /* Fills a config with the reference defaults (SASRec, hidden 64, 2 layers,
  * 2 heads, max_len 50, dropout 0.2, init std 0.02). */
 void br_model_config_defaults(br_model_config *cfg);
+/* Adjusts the defaults to cfg->model's own: NextItNet stacks 10 residual
+ * blocks (RecBole's 5 x dilations [1, 4]) where SASRec has 2 layers. */
+void br_model_config_backbone_defaults(br_model_config *cfg);
 int br_model_create(br_model *m, const br_model_config *cfg, br_error *err);
 /* Reference initialisation, deterministic for a seed. */
 void br_model_init_weights(br_model *m, uint64_t seed);

@@ -1,0 +1,237 @@
+/* basrec reproduce: one named configuration of the papers' tables (dataset,
+ * backbone, method, ablation) over several seeds. Each seed's run lives in
+ * its own directory and is skipped when finished or resumed when
+ * interrupted; BASRec's stage 1 is the plain run of the same seed. The mean
+ * and standard deviation of the test metrics are appended to a results file
+ * as one JSON line. */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "eval/rank.h"
+#include "models/model.h"
+#include "util/fileio.h"
+
+#define MAX_SEEDS 32
+
+typedef struct ablation {
+    const char *name;
+    int single_seq, cross_seq, adaptive_weight, nonlinear, joint;
+} ablation;
+
+/* Paper Table 5. */
+static const ablation ablations[] = {
+    {"none", 1, 1, 1, 1, 0},      {"no-ssa", 0, 1, 1, 1, 0}, {"no-weight", 1, 1, 0, 1, 0},
+    {"no-csa", 1, 0, 1, 1, 0},    {"linear", 1, 1, 1, 0, 0}, {"joint", 1, 1, 1, 1, 1},
+};
+
+/* Reads the test metrics of a finished run's result.json. */
+static int read_test_metrics(const char *dir, br_metrics *m, br_error *err) {
+    char path[8192];
+    if (snprintf(path, sizeof path, "%s/result.json", dir) >= (int)sizeof path)
+        return br_errorf(err, "%s: path too long", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) return br_errorf(err, "%s:%d: %s", path, je.line, je.text);
+    json_t *test = json_object_get(root, "test");
+    int rc = 0;
+    for (int k = 0; k < BR_N_CUTOFFS && rc == 0; k++) {
+        char hr[16], nd[16];
+        snprintf(hr, sizeof hr, "HR@%d", br_cutoffs[k]);
+        snprintf(nd, sizeof nd, "NDCG@%d", br_cutoffs[k]);
+        json_t *a = json_object_get(test, hr), *b = json_object_get(test, nd);
+        if (!json_is_number(a) || !json_is_number(b)) rc = br_errorf(err, "%s: no test %s/%s", path, hr, nd);
+        else {
+            m->hr[k] = json_number_value(a);
+            m->ndcg[k] = json_number_value(b);
+        }
+    }
+    json_t *mrr = json_object_get(test, "MRR");
+    if (rc == 0 && !json_is_number(mrr)) rc = br_errorf(err, "%s: no test MRR", path);
+    if (rc == 0) m->mrr = json_number_value(mrr);
+    json_decref(root);
+    return rc;
+}
+
+/* Runs (or resumes, or skips) one run directory. */
+static int ensure_run(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
+                      const char *dir, const char *init_from, int progress, br_error *err) {
+    if (cli_file_exists(dir, "result.json")) return 0;
+    const int resume = cli_file_exists(dir, "last.safetensors");
+    if (progress) fprintf(stderr, "%s %s\n", resume ? "resuming" : "running", dir);
+    br_train_result res;
+    return cli_run_stage(ds, mc, tc, dir, resume ? NULL : init_from, resume, NULL, progress, &res, err);
+}
+
+static void write_stat(FILE *fp, const char *name, const double *v, int n) {
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < n; i++) mean += v[i];
+    mean /= n;
+    for (int i = 0; i < n; i++) var += (v[i] - mean) * (v[i] - mean);
+    const double std = n > 1 ? sqrt(var / (n - 1)) : 0.0;
+    fprintf(fp, "\"%s\": {\"mean\": %.6f, \"std\": %.6f, \"runs\": [", name, mean, std);
+    for (int i = 0; i < n; i++) fprintf(fp, "%s%.6f", i ? ", " : "", v[i]);
+    fprintf(fp, "]}");
+}
+
+/* Appends one JSON line: the configuration and mean/std/runs per metric. */
+static int append_summary(const char *path, const char *dataset, const char *model,
+                          const char *method, const char *abl, const uint64_t *seeds, int n,
+                          const br_metrics *m, br_error *err) {
+    FILE *fp = fopen(path, "a");
+    if (!fp) return br_errorf(err, "%s: cannot open for appending", path);
+    fprintf(fp, "{\"dataset\": \"%s\", \"model\": \"%s\", \"method\": \"%s\", \"ablation\": \"%s\", \"seeds\": [",
+            dataset, model, method, abl);
+    for (int i = 0; i < n; i++) fprintf(fp, "%s%llu", i ? ", " : "", (unsigned long long)seeds[i]);
+    fprintf(fp, "], \"test\": {");
+    double v[MAX_SEEDS];
+    for (int k = 0; k < BR_N_CUTOFFS; k++) {
+        char name[16];
+        for (int i = 0; i < n; i++) v[i] = m[i].hr[k];
+        snprintf(name, sizeof name, "HR@%d", br_cutoffs[k]);
+        write_stat(fp, name, v, n);
+        fprintf(fp, ", ");
+        for (int i = 0; i < n; i++) v[i] = m[i].ndcg[k];
+        snprintf(name, sizeof name, "NDCG@%d", br_cutoffs[k]);
+        write_stat(fp, name, v, n);
+        fprintf(fp, ", ");
+    }
+    for (int i = 0; i < n; i++) v[i] = m[i].mrr;
+    write_stat(fp, "MRR", v, n);
+    fprintf(fp, "}}\n");
+    int bad = ferror(fp);
+    if (fclose(fp) != 0 || bad) return br_errorf(err, "%s: write failed", path);
+    return 0;
+}
+
+int cmd_reproduce(int argc, char **argv) {
+    const char *dataset = "beauty", *model = "sasrec", *method = "basrec", *abl_name = "none",
+               *seeds_arg = "1,2,3", *data_dir = "../shared/data", *runs_dir = "runs",
+               *results = "runs/results.jsonl";
+    int32_t threads = 0;
+    int no_progress = 0, help;
+    opt_spec specs[] = {
+        {"dataset", OPT_STR, &dataset, "beauty, sports, yelp or home", 0},
+        {"model", OPT_STR, &model, "sasrec, gru4rec, nextitnet or fmlprec", 0},
+        {"method", OPT_STR, &method, "plain or basrec", 0},
+        {"ablation", OPT_STR, &abl_name, "basrec: none, no-ssa, no-weight, no-csa, linear, joint", 0},
+        {"seeds", OPT_STR, &seeds_arg, "comma-separated seeds", 0},
+        {"data-dir", OPT_STR, &data_dir, "directory with the dataset files", 0},
+        {"runs-dir", OPT_STR, &runs_dir, "directory for the runs", 0},
+        {"results", OPT_STR, &results, "JSON-lines file the summary is appended to", 0},
+        {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
+        {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr", 0},
+        {NULL, 0, NULL, NULL, 0}};
+    br_error err;
+    if (args_parse(argc, argv, specs, &help, &err) < 0) return cli_fail("reproduce", &err);
+    if (help) {
+        args_print_help("usage: basrec reproduce --dataset beauty --model sasrec --method basrec --seeds 1,2,3\n\n"
+                        "Trains each seed of a configuration with the dataset's preset (or picks up\n"
+                        "its finished or interrupted run in RUNS/<dataset>-<model>-<method>[-<ablation>]-s<seed>),\n"
+                        "then appends the mean and std of the test metrics to the results file.",
+                        specs);
+        return 0;
+    }
+    const cli_preset *p = cli_find_preset(dataset);
+    if (!p) {
+        fprintf(stderr, "basrec reproduce: unknown dataset '%s' (beauty, sports, yelp, home)\n", dataset);
+        return 2;
+    }
+    const int basrec = strcmp(method, "basrec") == 0;
+    if (!basrec && strcmp(method, "plain") != 0) {
+        fprintf(stderr, "basrec reproduce: unknown method '%s' (plain, basrec)\n", method);
+        return 2;
+    }
+    const ablation *abl = NULL;
+    for (size_t i = 0; i < sizeof ablations / sizeof ablations[0]; i++)
+        if (strcmp(ablations[i].name, abl_name) == 0) abl = &ablations[i];
+    if (!abl || (!basrec && abl != &ablations[0])) {
+        fprintf(stderr, "basrec reproduce: unknown ablation '%s' (basrec only: none, no-ssa, no-weight, no-csa, linear, joint)\n",
+                abl_name);
+        return 2;
+    }
+    uint64_t seeds[MAX_SEEDS];
+    int n_seeds = 0;
+    for (const char *s = seeds_arg; *s;) {
+        char *end;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (end == s || (*end && *end != ',') || n_seeds == MAX_SEEDS) {
+            fprintf(stderr, "basrec reproduce: --seeds must be up to %d comma-separated integers\n", MAX_SEEDS);
+            return 2;
+        }
+        seeds[n_seeds++] = v;
+        s = *end ? end + 1 : end;
+    }
+    if (n_seeds == 0) {
+        fprintf(stderr, "basrec reproduce: --seeds is empty\n");
+        return 2;
+    }
+    cli_set_threads(threads);
+
+    br_model_config mc;
+    br_model_config_defaults(&mc);
+    if (strlen(model) >= sizeof mc.model) {
+        fprintf(stderr, "basrec reproduce: unknown model '%s'\n", model);
+        return 2;
+    }
+    strcpy(mc.model, model);
+    br_model_config_backbone_defaults(&mc);
+    mc.hidden_dropout = mc.attn_dropout = cli_preset_dropout(p, model);
+
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", data_dir, p->file);
+    br_dataset ds;
+    if (br_dataset_load(path, &ds, &err) < 0) return cli_fail("reproduce", &err);
+    if (br_mkdir_p(runs_dir, &err) < 0) {
+        br_dataset_free(&ds);
+        return cli_fail("reproduce", &err);
+    }
+    const int progress = !no_progress;
+    br_metrics m[MAX_SEEDS];
+    int rc = 0;
+    for (int i = 0; i < n_seeds && rc == 0; i++) {
+        char plain_dir[8300], dir[8400], init[8500];
+        br_train_config tc;
+        br_train_config_defaults(&tc);
+        tc.seed = seeds[i];
+        snprintf(plain_dir, sizeof plain_dir, "%s/%s-%s-plain-s%llu", runs_dir, dataset, model,
+                 (unsigned long long)seeds[i]);
+        if (!basrec || !abl->joint) rc = ensure_run(&ds, &mc, &tc, plain_dir, NULL, progress, &err);
+        const char *final_dir = plain_dir;
+        if (rc == 0 && basrec) {
+            if (abl == &ablations[0])
+                snprintf(dir, sizeof dir, "%s/%s-%s-basrec-s%llu", runs_dir, dataset, model,
+                         (unsigned long long)seeds[i]);
+            else
+                snprintf(dir, sizeof dir, "%s/%s-%s-basrec-%s-s%llu", runs_dir, dataset, model, abl->name,
+                         (unsigned long long)seeds[i]);
+            tc.use_basrec = 1;
+            br_basrec_preset(&tc.basrec, p->name);
+            tc.basrec.single_seq = abl->single_seq;
+            tc.basrec.cross_seq = abl->cross_seq;
+            tc.basrec.adaptive_weight = abl->adaptive_weight;
+            tc.basrec.nonlinear = abl->nonlinear;
+            tc.epochs = p->stage2_epochs;
+            tc.start_valid = p->stage2_start_valid;
+            snprintf(init, sizeof init, "%s/best.safetensors", plain_dir);
+            rc = ensure_run(&ds, &mc, &tc, dir, abl->joint ? NULL : init, progress, &err);
+            final_dir = dir;
+        }
+        if (rc == 0) rc = read_test_metrics(final_dir, &m[i], &err);
+    }
+    if (rc == 0) rc = append_summary(results, dataset, model, method, abl->name, seeds, n_seeds, m, &err);
+    br_dataset_free(&ds);
+    if (rc < 0) return cli_fail("reproduce", &err);
+    printf("%s %s %s %s: test NDCG@10", dataset, model, method, abl->name);
+    double mean = 0;
+    for (int i = 0; i < n_seeds; i++) mean += m[i].ndcg[1];
+    printf(" %.4f, HR@10", mean / n_seeds);
+    mean = 0;
+    for (int i = 0; i < n_seeds; i++) mean += m[i].hr[1];
+    printf(" %.4f (mean of %d seeds; details in %s)\n", mean / n_seeds, n_seeds, results);
+    return 0;
+}
