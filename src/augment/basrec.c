@@ -314,9 +314,9 @@ double br_basrec_step(br_basrec *bs, const br_batch *plain, uint64_t key, br_bas
                 const float *b = bs->h + ((size_t)k * T0 + plain->seq_off[s + 1] - 1) * D;
                 double ab = 0, aa = 0, bb = 0;
                 for (int32_t d = 0; d < D; d++) {
-                    ab += a[d] * b[d];
-                    aa += a[d] * a[d];
-                    bb += b[d] * b[d];
+                    ab += (double)a[d] * b[d];
+                    aa += (double)a[d] * a[d];
+                    bb += (double)b[d] * b[d];
                 }
                 cos_sum += ab / (sqrt(aa * bb) + 1e-12);
             }

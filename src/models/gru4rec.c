@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "models/backbone.h"
+#include "nn/fastmath.h"
 #include "nn/ops.h"
 
 typedef struct gru4rec {
@@ -173,49 +174,10 @@ static int32_t pack_schedule(gru4rec *m, const br_tokens *tok) {
     return L;
 }
 
-static inline float f32_from_bits(uint32_t u) {
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-static inline uint32_t f32_bits(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return u;
-}
-
-/* exp for the gate activations, written so that the gate loops vectorise
- * (libm's expf/tanhf are scalar calls and took a quarter of a training step):
- * Cephes' expf, x = n ln2 + r with |r| <= ln2/2, a degree-7 polynomial for
- * e^r (relative error <= 1e-7, as expf), 2^n through the exponent bits.
- * x is clamped to [-87, 88], where the result is a normal float, and NaN
- * propagates. Clamp and NaN test work on the bit pattern: float comparisons
- * or fminf/fmaxf make GCC branch around the float arithmetic, which it then
- * cannot vectorise under -ftrapping-math. */
-static inline float gate_exp(float x) {
-    const uint32_t u = f32_bits(x), mag = u & 0x7fffffffu;
-    const uint32_t lim = (u >> 31) ? 0x42ae0000u /* 87 */ : 0x42b00000u /* 88 */;
-    x = f32_from_bits((u & 0x80000000u) | (mag > lim ? lim : mag));
-    const float fn = x * 1.44269504088896341f;
-    const int n = (int)(fn + 128.5f) - 128; /* round to nearest: fn + 128.5 > 0 */
-    const float r = (x - (float)n * 0.693359375f) - (float)n * -2.12194440e-4f;
-    float y = 1.9875691500e-4f;
-    y = y * r + 1.3981999507e-3f;
-    y = y * r + 8.3334519073e-3f;
-    y = y * r + 4.1665795894e-2f;
-    y = y * r + 1.6666665459e-1f;
-    y = y * r + 5.0000001201e-1f;
-    y = y * r * r + r + 1.0f;
-    const uint32_t e = f32_bits(y * f32_from_bits((uint32_t)(n + 127) << 23));
-    const uint32_t nan_mask = 0u - (uint32_t)(mag > 0x7f800000u);
-    return f32_from_bits((u & nan_mask) | (e & ~nan_mask));
-}
-
-static inline float gate_sigmoid(float x) { return 1.0f / (1.0f + gate_exp(-x)); }
+static inline float gate_sigmoid(float x) { return 1.0f / (1.0f + br_fast_expf(-x)); }
 /* tanh(x) = 1 - 2 / (1 + e^{2x}): absolute error ~1e-7 near 0, which is
  * what the recurrence h' = (1 - z) n + z h sees. */
-static inline float gate_tanh(float x) { return 1.0f - 2.0f / (1.0f + gate_exp(2.0f * x)); }
+static inline float gate_tanh(float x) { return 1.0f - 2.0f / (1.0f + br_fast_expf(2.0f * x)); }
 
 static void gru4rec_forward(br_backbone *bb, const br_params *p, const br_tokens *tok,
                             const float *x_in, float *out, int training, uint64_t key) {

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "nn/fastmath.h"
 #include "nn/ops.h"
 #include "util/rng.h"
 
@@ -94,18 +95,20 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
     }
 }
 
+/* Phi(x) = erfc(-x / sqrt 2) / 2: accurate in relative terms in both tails. */
+static inline float normal_cdf(float x) { return 0.5f * br_fast_erfcf(-x * (float)M_SQRT1_2); }
+
 void br_gelu_forward(float *y, const float *x, long n) {
 #pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * (float)M_SQRT1_2));
+    for (long i = 0; i < n; i++) y[i] = x[i] * normal_cdf(x[i]);
 }
 
 void br_gelu_backward(float *dx, const float *dy, const float *x, long n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
-        float cdf = 0.5f * (1.0f + erff(x[i] * (float)M_SQRT1_2));
-        float pdf = inv_sqrt_2pi * expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (cdf + x[i] * pdf);
+        const float pdf = inv_sqrt_2pi * br_fast_expf(-0.5f * x[i] * x[i]);
+        dx[i] = dy[i] * (normal_cdf(x[i]) + x[i] * pdf);
     }
 }
 

@@ -1,0 +1,484 @@
+/* BASRec training step: finite differences of the whole loss, the adaptive
+ * weights, determinism of BASRec training and the ablation switches. The
+ * kernels are float32, so objectives are summed in double, each difference
+ * divides by the perturbation actually stored in float, and every gradient
+ * check comes per entry on a sample and as one directional derivative over
+ * all parameters (whose many contributions average out rounding noise). */
+#include "testutil.h"
+
+#include <math.h>
+
+#include "augment/augment.h"
+#include "augment/basrec.h"
+#include "data/batch.h"
+#include "data/dataset.h"
+#include "models/model.h"
+#include "train/loss.h"
+#include "train/train.h"
+#include "util/rng.h"
+
+/* Train inputs (s[0:n-3], last 6 kept) of 6, 1, 3, 5 and 2 items, so
+ * cross-sequence partners are often shorter; items recur across users so
+ * that ItemCF-IUF finds substitutes. */
+static const char *DATA = "1 7 1 4 9 4 12 30 2 17 4 25\n"
+                          "2 3 5 8 11\n"
+                          "3 12 30 2 22 19 2\n"
+                          "4 5 8 11 20 6 3 28 13\n"
+                          "5 9 4 21 16 7\n";
+#define N_USERS 5
+#define MAX_LEN 6
+#define DIM 8
+#define STEP_KEY 0xba5ecull
+#define NEG_KEY 99
+
+typedef struct fixture {
+    br_dataset ds;
+    br_model m;
+    br_batch b; /* every user's training input, targets and negatives */
+} fixture;
+
+static void fill_normal(float *x, long n, float mean, float std, br_rng *r) {
+    for (long i = 0; i < n; i++) x[i] = mean + std * (float)br_rng_normal(r);
+}
+
+static void fixture_init(fixture *f, float dropout) {
+    char path[64];
+    br_error err;
+    assert_non_null(test_write_tmp(path, sizeof path, DATA));
+    assert_int_equal(br_dataset_load(path, &f->ds, &err), 0);
+    unlink(path);
+
+    br_model_config cfg;
+    br_model_config_defaults(&cfg);
+    cfg.n_items = 30, cfg.dim = DIM, cfg.n_layers = 2, cfg.n_heads = 2, cfg.max_len = MAX_LEN;
+    cfg.hidden_dropout = cfg.attn_dropout = dropout;
+    assert_int_equal(br_model_create(&f->m, &cfg, &err), 0);
+    br_model_init_weights(&f->m, 17);
+    /* As test_gradcheck: the reference init (std 0.02, zero biases) makes
+     * attention uniform and gradients tiny, so scale matrices up, spread
+     * LayerNorm weights around 1 and give biases small values. */
+    br_rng r;
+    br_rng_seed(&r, 17, 1);
+    for (int i = 0; i < f->m.params.n; i++) {
+        const br_param *pi = &f->m.params.list[i];
+        float *w = br_pdata(&f->m.params, i);
+        if (strstr(pi->name, "LayerNorm.weight")) fill_normal(w, (long)pi->numel, 1, 0.1f, &r);
+        else if (pi->ndim == 1) fill_normal(w, (long)pi->numel, 0, 0.1f, &r);
+        else
+            for (size_t k = 0; k < pi->numel; k++) w[k] *= 15.0f;
+    }
+
+    assert_int_equal(br_batch_alloc(&f->b, N_USERS, N_USERS * MAX_LEN, &err), 0);
+    for (int32_t u = 0; u < N_USERS; u++) br_batch_add(&f->b, &f->ds, u, BR_SPLIT_TRAIN, MAX_LEN);
+    assert_int_equal(f->b.n_seq, N_USERS);
+    assert_int_equal(f->b.n_tok, 17);
+    br_batch_sample_negatives(&f->b, &f->ds, NEG_KEY);
+}
+
+static void fixture_free(fixture *f) {
+    br_batch_free(&f->b);
+    br_model_free(&f->m);
+    br_dataset_free(&f->ds);
+}
+
+static br_basrec *make_basrec(fixture *f, const br_basrec_config *cfg) {
+    br_error err;
+    br_basrec *bs = br_basrec_create(cfg, &f->m, &f->ds, f->b.n_seq, f->b.n_tok, &err);
+    assert_non_null(bs);
+    return bs;
+}
+
+/* ---- finite differences of the whole loss ---- */
+
+typedef struct step_ctx {
+    br_basrec *bs;
+    const br_batch *b;
+} step_ctx;
+
+/* The step's loss; the gradient it also accumulates is ignored. */
+static double step_obj(step_ctx *c) {
+    br_basrec_stats st;
+    return br_basrec_step(c->bs, c->b, STEP_KEY, &st);
+}
+
+/* Steps sit between float rounding noise and truncation error, as in
+ * test_gradcheck's model checks; along a direction this loss wants a
+ * larger step than plain SASRec (3e-4: up to 4.5e-4 rel err, rounding;
+ * 1e-3: up to 7e-4, truncation; 5e-4: at most 2.2e-4 over several
+ * directions). Errors count as absolute below FLOOR. */
+#define EPS 5e-3f
+#define EPS_DIR 5e-4f
+#define TOL 1e-2
+#define TOL_DIR 1e-3
+#define FLOOR 1e-2
+
+static double rel_err(double fd, double an, double floor) {
+    return fabs(fd - an) / fmax(fmax(fabs(fd), fabs(an)), floor);
+}
+
+/* Central differences of x at the given entries against grad; fails past
+ * tolerance, returns the worst relative error. */
+static double check_indices(step_ctx *c, const char *name, float *x, const float *grad,
+                            const long *idx, int n) {
+    double worst = 0.0;
+    for (int k = 0; k < n; k++) {
+        const long i = idx[k];
+        const float x0 = x[i];
+        x[i] = x0 + EPS;
+        const float xp = x[i];
+        const double fp = step_obj(c);
+        x[i] = x0 - EPS;
+        const float xm = x[i];
+        const double fm = step_obj(c);
+        x[i] = x0;
+        const double fd = (fp - fm) / ((double)xp - (double)xm);
+        const double e = rel_err(fd, grad[i], FLOOR);
+        if (e > TOL)
+            fail_msg("%s[%ld]: finite difference %.7g, analytic %.7g (rel err %.2e)", name, i, fd,
+                     (double)grad[i], e);
+        if (e > worst) worst = e;
+    }
+    return worst;
+}
+
+/* Moves all n entries of x by +-EPS_DIR * N(0, 1) at once and compares
+ * f(+) - f(-) with grad dotted with the stored step. */
+static double check_direction(step_ctx *c, float *x, const float *grad, long n, br_rng *r) {
+    float *orig = malloc((size_t)n * sizeof *orig), *dir = malloc((size_t)n * sizeof *dir);
+    assert_true(orig && dir);
+    memcpy(orig, x, (size_t)n * sizeof *x);
+    fill_normal(dir, n, 0.0f, EPS_DIR, r);
+    for (long i = 0; i < n; i++) x[i] = orig[i] + dir[i];
+    const double fp = step_obj(c);
+    double an = 0.0;
+    for (long i = 0; i < n; i++) {
+        const float xp = x[i];
+        x[i] = orig[i] - dir[i];
+        an += (double)grad[i] * ((double)xp - (double)x[i]);
+    }
+    const double fm = step_obj(c);
+    memcpy(x, orig, (size_t)n * sizeof *x);
+    free(orig);
+    free(dir);
+    const double e = rel_err(fp - fm, an, FLOOR * 2.0 * EPS_DIR);
+    if (e > TOL_DIR)
+        fail_msg("all parameters: directional difference %.7g, analytic %.7g (rel err %.2e)", fp - fm,
+                 an, e);
+    return e;
+}
+
+/* Checks the gradient of the whole BASRec loss under cfg w.r.t. every
+ * parameter tensor (sampled entries) and along a random direction. */
+static void check_basrec_grad(const char *label, const br_basrec_config *cfg) {
+    fixture f;
+    fixture_init(&f, 0.1f);
+    br_basrec *bs = make_basrec(&f, cfg);
+    step_ctx c = {bs, &f.b};
+    br_params *p = &f.m.params;
+
+    br_params_zero_grad(p);
+    br_basrec_stats st;
+    const double loss = br_basrec_step(bs, &f.b, STEP_KEY, &st);
+    /* Keep the analytic gradient: every later evaluation accumulates more. */
+    float *grad = malloc(p->total * sizeof *grad);
+    assert_non_null(grad);
+    memcpy(grad, p->grad, p->total * sizeof *grad);
+    /* Same key, same draws and masks: the objective reproduces the loss. */
+    assert_true(step_obj(&c) == loss);
+
+    /* Nothing reads the padding row (a missing partner slot is a zero
+     * vector, not row 0), so nothing may write its gradient. */
+    const float *g_pad = grad + p->list[f.m.item_emb].offset;
+    for (int d = 0; d < DIM; d++) assert_true(g_pad[d] == 0.0f);
+
+    /* Item rows that carry gradient: inputs, targets, negatives and the
+     * ItemCF-IUF substitutes of inputs; plus the padding row. */
+    br_item_sim sim;
+    br_error err;
+    assert_int_equal(br_item_sim_build(&f.ds, &sim, &err), 0);
+    br_rng r;
+    br_rng_seed(&r, 23, 0);
+    enum { N_ITEM_IDX = 17, N_SAMPLE = 6 };
+    long item_idx[N_ITEM_IDX];
+    for (int k = 0; k < N_ITEM_IDX - 1; k++) {
+        const int32_t t = (int32_t)br_rng_below(&r, (uint64_t)f.b.n_tok);
+        const int32_t sub = sim.most_similar[f.b.item[t]];
+        const int32_t row = k % 4 == 0 ? f.b.item[t] : k % 4 == 1 ? f.b.target[t]
+                          : k % 4 == 2 ? f.b.neg[t] : sub > 0 ? sub : f.b.item[t];
+        item_idx[k] = (long)row * DIM + (long)br_rng_below(&r, DIM);
+    }
+    item_idx[N_ITEM_IDX - 1] = (long)br_rng_below(&r, DIM);
+    br_item_sim_free(&sim);
+
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < p->n; i++) {
+        const br_param *pi = &p->list[i];
+        float *x = br_pdata(p, i);
+        const float *g = grad + pi->offset;
+        double e;
+        if (i == f.m.item_emb) {
+            e = check_indices(&c, pi->name, x, g, item_idx, N_ITEM_IDX);
+        } else {
+            long idx[N_SAMPLE];
+            const int n = pi->numel < N_SAMPLE ? (int)pi->numel : N_SAMPLE;
+            for (int k = 0; k < n; k++) idx[k] = (long)br_rng_below(&r, pi->numel);
+            e = check_indices(&c, pi->name, x, g, idx, n);
+        }
+        if (e > worst) worst = e, worst_name = pi->name;
+    }
+    const double e_dir = check_direction(&c, p->data, grad, (long)p->total, &r);
+    print_message("%-22s loss %.4f | worst entry %.1e (%s) | direction %.1e\n", label, loss, worst,
+                  worst_name, e_dir);
+
+    free(grad);
+    br_basrec_free(bs);
+    fixture_free(&f);
+}
+
+static void test_grad_all(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    check_basrec_grad("all modules", &cfg);
+}
+
+static void test_grad_linear(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.nonlinear = 0;
+    check_basrec_grad("linear mixup", &cfg);
+}
+
+static void test_grad_single_only(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.cross_seq = 0;
+    check_basrec_grad("single-seq only", &cfg);
+}
+
+static void test_grad_cross_only(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.single_seq = 0;
+    check_basrec_grad("cross-seq only", &cfg);
+}
+
+/* ---- adaptive weights ---- */
+
+static void test_adaptive_weights(void **state) {
+    float w[10];
+    /* lam * rate = 0.2, 0.1, 0.5: raw weights 5, 10, 2 -> (w - 2) / 8. */
+    {
+        const float lam[3] = {0.5f, 0.25f, 1.0f}, rate[3] = {0.4f, 0.4f, 0.5f};
+        br_basrec_adaptive_weights(lam, rate, 3, w);
+        assert_float_equal(w[0], 0.375f, 1e-6f);
+        assert_float_equal(w[1], 1.0f, 0.0f);
+        assert_float_equal(w[2], 0.0f, 0.0f);
+    }
+    /* Equal products (and a single copy) weigh 1. */
+    {
+        const float lam[3] = {0.5f, 0.25f, 0.5f}, rate[3] = {0.3f, 0.6f, 0.3f};
+        br_basrec_adaptive_weights(lam, rate, 3, w);
+        for (int i = 0; i < 3; i++) assert_true(w[i] == 1.0f);
+        br_basrec_adaptive_weights(lam, rate, 1, w);
+        assert_true(w[0] == 1.0f);
+    }
+    /* lam = 0 (a Beta draw can round to it) and rate = 0 stay finite; the
+     * largest raw weight still gets 1. */
+    {
+        const float lam[4] = {0.0f, 0.5f, 1.0f, 0.7f}, rate[4] = {0.5f, 0.5f, 0.5f, 0.0f};
+        br_basrec_adaptive_weights(lam, rate, 4, w);
+        for (int i = 0; i < 4; i++) assert_true(isfinite(w[i]) && w[i] >= 0.0f && w[i] <= 1.0f);
+        assert_true(w[0] == 1.0f && w[3] == 1.0f && w[2] == 0.0f);
+        const float zero[2] = {0.0f, 0.0f}, half[2] = {0.5f, 0.5f};
+        br_basrec_adaptive_weights(zero, half, 2, w);
+        assert_true(w[0] == 1.0f && w[1] == 1.0f);
+    }
+    /* Random draws: in [0, 1], 0 at the largest lam * rate, 1 at the
+     * smallest, and ordered inversely to lam * rate. */
+    br_rng r;
+    br_rng_seed(&r, 5, 0);
+    for (int rep = 0; rep < 100; rep++) {
+        float lam[10], rate[10];
+        int lo = 0, hi = 0;
+        for (int i = 0; i < 10; i++) {
+            lam[i] = (float)br_rng_uniform(&r) + 1e-3f;
+            rate[i] = 0.2f + 0.5f * (float)br_rng_uniform(&r);
+            if (lam[i] * rate[i] < lam[lo] * rate[lo]) lo = i;
+            if (lam[i] * rate[i] > lam[hi] * rate[hi]) hi = i;
+        }
+        br_basrec_adaptive_weights(lam, rate, 10, w);
+        assert_true(w[lo] == 1.0f && w[hi] == 0.0f);
+        for (int i = 0; i < 10; i++) {
+            assert_true(w[i] >= 0.0f && w[i] <= 1.0f);
+            for (int j = 0; j < 10; j++)
+                if (lam[i] * rate[i] < lam[j] * rate[j]) assert_true(w[i] >= w[j]);
+        }
+    }
+}
+
+/* ---- determinism of BASRec training ---- */
+
+/* A model initialised from the trainer's seed, trained for 3 steps on all
+ * users with the given step keys; returns the trainer (caller frees). */
+static br_trainer *train_3(fixture *f, const uint64_t keys[3]) {
+    br_train_config tc;
+    br_train_config_defaults(&tc);
+    tc.batch_size = N_USERS;
+    tc.use_basrec = 1;
+    br_model_init_weights(&f->m, tc.seed);
+    br_error err;
+    br_trainer *tr = br_trainer_create(&f->m, &f->ds, &tc, &err);
+    assert_non_null(tr);
+    const int32_t rows[N_USERS] = {0, 1, 2, 3, 4};
+    for (int k = 0; k < 3; k++) {
+        const double loss = br_trainer_step(tr, rows, N_USERS, keys[k]);
+        assert_true(isfinite(loss) && loss > 0.0);
+    }
+    return tr;
+}
+
+static void test_determinism(void **state) {
+    static const uint64_t keys[3] = {11, 12, 13}, other[3] = {11, 12, 14};
+    fixture a, b, c;
+    fixture_init(&a, 0.1f);
+    fixture_init(&b, 0.1f);
+    fixture_init(&c, 0.1f);
+    br_trainer *ta = train_3(&a, keys), *tb = train_3(&b, keys), *tc = train_3(&c, other);
+    const size_t bytes = a.m.params.total * sizeof(float);
+    assert_memory_equal(a.m.params.data, b.m.params.data, bytes);
+    assert_memory_not_equal(a.m.params.data, c.m.params.data, bytes);
+    br_trainer_free(ta), br_trainer_free(tb), br_trainer_free(tc);
+    fixture_free(&a), fixture_free(&b), fixture_free(&c);
+}
+
+/* ---- ablation switches ---- */
+
+static br_basrec_stats run_step(fixture *f, const br_basrec_config *cfg) {
+    br_basrec *bs = make_basrec(f, cfg);
+    br_basrec_stats st;
+    const double loss = br_basrec_step(bs, &f->b, STEP_KEY, &st);
+    br_basrec_free(bs);
+    assert_true(isfinite(loss));
+    assert_true(loss == st.loss_main + st.loss_ssa + st.loss_csa);
+    /* A mean of cosines: never outside [-1, 1]. */
+    if (!(fabs(st.aug_cosine) <= 1.0)) fail_msg("aug_cosine %.17g", st.aug_cosine);
+    return st;
+}
+
+static void assert_rel_close(double a, double b, double tol) {
+    if (fabs(a - b) > tol * fmax(fabs(a), fabs(b))) fail_msg("%.9g vs %.9g", a, b);
+}
+
+static void test_ablations(void **state) {
+    fixture f;
+    fixture_init(&f, 0.1f);
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    const br_basrec_stats all = run_step(&f, &cfg);
+    assert_true(all.loss_main > 0.0 && all.loss_ssa > 0.0 && all.loss_csa > 0.0);
+    assert_true(all.aug_cosine != 0.0);
+
+    /* The plain pass does not see the copies stacked after it, and the
+     * cross-sequence mixes only use the plain pass: dropping a module leaves
+     * the other terms (up to BLAS rounding on the smaller stack). */
+    br_basrec_config c = cfg;
+    c.single_seq = 0;
+    br_basrec_stats st = run_step(&f, &c);
+    assert_true(st.loss_ssa == 0.0 && st.aug_cosine == 0.0);
+    assert_rel_close(st.loss_main, all.loss_main, 1e-6);
+    assert_rel_close(st.loss_csa, all.loss_csa, 1e-6);
+
+    c = cfg;
+    c.cross_seq = 0;
+    st = run_step(&f, &c);
+    assert_true(st.loss_csa == 0.0);
+    assert_true(st.loss_main == all.loss_main && st.loss_ssa == all.loss_ssa);
+
+    c = cfg;
+    c.n_whole_level = 0;
+    st = run_step(&f, &c);
+    assert_true(st.loss_csa == 0.0);
+    assert_true(st.loss_main == all.loss_main && st.loss_ssa == all.loss_ssa);
+
+    /* Same copies, weights all 1 instead of in [0, 1] with one 0 per copy
+     * index: the same per-copy losses summed with larger weights. */
+    c = cfg;
+    c.adaptive_weight = 0;
+    st = run_step(&f, &c);
+    assert_true(st.loss_main == all.loss_main && st.loss_csa == all.loss_csa);
+    assert_true(st.aug_cosine == all.aug_cosine);
+    assert_true(st.loss_ssa > all.loss_ssa);
+    fixture_free(&f);
+}
+
+/* With every item embedding equal and no dropout, augmentation is
+ * invisible: each copy's input equals the plain one, so L_main is the plain
+ * BCE of the batch, each unweighted copy repeats it and the copies' outputs
+ * point the same way as the originals'. */
+static void test_invisible_augmentation(void **state) {
+    fixture f;
+    fixture_init(&f, 0.0f);
+    float *E = br_model_items(&f.m);
+    for (int32_t i = 2; i <= f.m.cfg.n_items; i++) memcpy(E + (size_t)i * DIM, E + DIM, DIM * sizeof(float));
+
+    const int32_t T = f.b.n_tok;
+    float *x = malloc((size_t)T * DIM * sizeof(float)), *h = malloc((size_t)T * DIM * sizeof(float));
+    float *dh = malloc((size_t)T * DIM * sizeof(float));
+    float *dE = calloc((size_t)(f.m.cfg.n_items + 1) * DIM, sizeof(float));
+    assert_true(x && h && dh && dE);
+    br_error err;
+    assert_int_equal(br_model_reserve(&f.m, T, f.b.n_seq, &err), 0);
+    const br_tokens tok = br_batch_tokens(&f.b);
+    br_model_gather(&f.m, f.b.item, T, x);
+    f.m.backbone->vt->forward(f.m.backbone, &f.m.params, &tok, x, h, 1, 0);
+    const double plain = br_bce_loss(h, f.b.target, f.b.neg, NULL, T, DIM, E, dE, dh, 1.0f);
+
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.adaptive_weight = 0;
+    const br_basrec_stats st = run_step(&f, &cfg);
+    assert_rel_close(st.loss_main, plain, 1e-6);
+    assert_rel_close(st.loss_ssa, 2.0 * cfg.n_pairs * plain, 1e-5);
+    assert_true(st.aug_cosine > 1.0 - 1e-5);
+
+    free(x), free(h), free(dh), free(dE);
+    fixture_free(&f);
+}
+
+/* Cross-sequence mixes of identical sequences (one row three times, no
+ * dropout) mix each output and target with an equal one, whatever the
+ * permutation and weights, so each of the 2 * n_whole_level mixes repeats
+ * L_main; a partner slot taken as missing or misaligned would not. */
+static void test_identical_partners(void **state) {
+    fixture f;
+    fixture_init(&f, 0.0f);
+    br_batch_clear(&f.b);
+    for (int k = 0; k < 3; k++) br_batch_add(&f.b, &f.ds, 0, BR_SPLIT_TRAIN, MAX_LEN);
+    br_batch_sample_negatives(&f.b, &f.ds, NEG_KEY);
+
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.single_seq = 0;
+    for (int nonlinear = 0; nonlinear <= 1; nonlinear++) {
+        cfg.nonlinear = nonlinear;
+        const br_basrec_stats st = run_step(&f, &cfg);
+        assert_rel_close(st.loss_csa, 2.0 * cfg.n_whole_level * st.loss_main, 1e-5);
+    }
+    fixture_free(&f);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grad_all),
+        cmocka_unit_test(test_grad_linear),
+        cmocka_unit_test(test_grad_single_only),
+        cmocka_unit_test(test_grad_cross_only),
+        cmocka_unit_test(test_adaptive_weights),
+        cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_ablations),
+        cmocka_unit_test(test_invisible_augmentation),
+        cmocka_unit_test(test_identical_partners),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
