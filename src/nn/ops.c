@@ -7,6 +7,25 @@
 #include "nn/ops.h"
 #include "util/rng.h"
 
+/* Column strips of 16 floats (one cache line): each thread sums whole
+ * strips row by row, so rows are read contiguously and every column's sum
+ * has the same order whatever the thread count. */
+#define COL_STRIP 16
+
+/* out[n] += sum_t x[t, n]. */
+static void colsum_acc(float *out, const float *x, int T, int N) {
+#pragma omp parallel for schedule(static)
+    for (int c0 = 0; c0 < N; c0 += COL_STRIP) {
+        const int w = N - c0 < COL_STRIP ? N - c0 : COL_STRIP;
+        float acc[COL_STRIP] = {0};
+        for (int t = 0; t < T; t++) {
+            const float *row = x + (size_t)t * N + c0;
+            for (int j = 0; j < w; j++) acc[j] += row[j];
+        }
+        for (int j = 0; j < w; j++) out[c0 + j] += acc[j];
+    }
+}
+
 void br_linear_forward(float *y, const float *x, const float *W, const float *b,
                        int T, int K, int N) {
     if (T == 0) return;
@@ -25,15 +44,7 @@ void br_linear_backward(float *dx, float *dW, float *db, const float *dy, const 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, W, K,
                     accumulate_dx ? 1.0f : 0.0f, dx, K);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dW, K);
-    if (db) {
-        /* Column sums in a fixed order per column: deterministic. */
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++) {
-            float s = 0.0f;
-            for (int t = 0; t < T; t++) s += dy[(size_t)t * N + n];
-            db[n] += s;
-        }
-    }
+    if (db) colsum_acc(db, dy, T, N);
 }
 
 void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
@@ -81,17 +92,23 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
             dxr[d] = accumulate_dx ? dxr[d] + v : v;
         }
     }
-    /* Parameter gradients: reduce over rows per column, fixed order. */
+    /* Parameter gradients: column strips as in colsum_acc. */
 #pragma omp parallel for schedule(static)
-    for (int d = 0; d < D; d++) {
-        float sg = 0.0f, sb = 0.0f;
+    for (int c0 = 0; c0 < D; c0 += COL_STRIP) {
+        const int w = D - c0 < COL_STRIP ? D - c0 : COL_STRIP;
+        float sg[COL_STRIP] = {0}, sb[COL_STRIP] = {0};
         for (int t = 0; t < T; t++) {
-            float g = dy[(size_t)t * D + d];
-            sg += g * (x[(size_t)t * D + d] - mean[t]) * rstd[t];
-            sb += g;
+            const float *g = dy + (size_t)t * D + c0, *xr = x + (size_t)t * D + c0;
+            const float m = mean[t], r = rstd[t];
+            for (int j = 0; j < w; j++) {
+                sg[j] += g[j] * (xr[j] - m) * r;
+                sb[j] += g[j];
+            }
         }
-        dgamma[d] += sg;
-        dbeta[d] += sb;
+        for (int j = 0; j < w; j++) {
+            dgamma[c0 + j] += sg[j];
+            dbeta[c0 + j] += sb[j];
+        }
     }
 }
 
