@@ -38,7 +38,8 @@ const cli_preset *cli_find_preset(const char *name);
 float cli_preset_dropout(const cli_preset *p, const char *model);
 
 /* One training run into out_dir: resumed, started from a checkpoint's
- * weights (fresh optimizer), or from a fresh initialisation. */
+ * weights (fresh optimizer; mc's dropout replaces the checkpoint's), or from
+ * a fresh initialisation. */
 int cli_run_stage(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
                   const char *out_dir, const char *init_from, int resume, FILE *log,
                   int progress, br_train_result *res, br_error *err);

@@ -64,6 +64,7 @@ int cli_run_stage(const br_dataset *ds, const br_model_config *mc, br_train_conf
     if (!resume) {
         if (init_from) {
             if (br_checkpoint_load(init_from, &m, ds, 0, NULL, NULL, err) < 0) return -1;
+            br_model_set_dropout(&m, mc->hidden_dropout, mc->attn_dropout);
         } else {
             br_model_config c = *mc;
             c.n_items = ds->n_items;

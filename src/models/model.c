@@ -38,6 +38,11 @@ fail:
     return -1;
 }
 
+void br_model_set_dropout(br_model *m, float hidden, float attention) {
+    m->cfg.hidden_dropout = m->backbone->cfg.hidden_dropout = hidden;
+    m->cfg.attn_dropout = m->backbone->cfg.attn_dropout = attention;
+}
+
 void br_model_init_weights(br_model *m, uint64_t seed) {
     br_rng rng;
     br_rng_seed(&rng, seed, 0x1417);

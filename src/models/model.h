@@ -20,6 +20,9 @@ void br_model_config_defaults(br_model_config *cfg);
  * blocks (RecBole's 5 x dilations [1, 4]) where SASRec has 2 layers. */
 void br_model_config_backbone_defaults(br_model_config *cfg);
 int br_model_create(br_model *m, const br_model_config *cfg, br_error *err);
+/* Changes the dropout probabilities (training-time only: a run started from
+ * another run's weights uses its own dropout). */
+void br_model_set_dropout(br_model *m, float hidden, float attention);
 /* Reference initialisation, deterministic for a seed. */
 void br_model_init_weights(br_model *m, uint64_t seed);
 /* Sizes the workspaces for batches of up to max_tok tokens / max_seq sequences. */
