@@ -72,6 +72,22 @@ recs=$(sed -n 1p "$T/rec.jsonl" | sed 's/.*"items": \[\([^]]*\)\].*/\1/' | tr -d
 overlap=$(printf '%s\n%s\n' "$seen" "$recs" | sort | uniq -d | wc -l)
 [ "$overlap" -eq 0 ] && ok "recommend excludes seen items" || ko "recommend excludes seen items"
 
+# reproduce: two seeds in two processes, then a second call reuses the runs.
+mkdir -p "$T/rd"
+cp "$T/data.txt" "$T/rd/Beauty.txt"
+REPRO="--dataset beauty --method basrec --seeds 1,2 --max-epochs 2 --data-dir $T/rd --runs-dir $T/rd/runs --results $T/rd/res.jsonl --no-progress"
+if "$BIN" reproduce $REPRO --jobs 2 >/dev/null && [ "$(wc -l <"$T/rd/res.jsonl")" -eq 1 ] \
+    && [ -s "$T/rd/runs/beauty-sasrec-basrec-s2/result.json" ] && [ -s "$T/rd/runs/beauty-sasrec-plain-s1/best.safetensors" ]; then
+    ok "reproduce runs seeds in parallel"
+else
+    ko "reproduce runs seeds in parallel"
+fi
+before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")
+"$BIN" reproduce $REPRO >/dev/null
+[ "$(wc -l <"$T/rd/res.jsonl")" -eq 2 ] && [ "$(sed -n 1p "$T/rd/res.jsonl")" = "$(sed -n 2p "$T/rd/res.jsonl")" ] \
+    && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")" = "$before" ] \
+    && ok "reproduce reuses finished runs" || ko "reproduce reuses finished runs"
+
 # Bad input: clear message naming the file and line, non-zero exit.
 expect_fail "missing data file" "$T/nope.txt" "$BIN" train --data "$T/nope.txt" --out "$T/x"
 printf '1 2 3 4\n2 5 x 6\n' >"$T/bad.txt"

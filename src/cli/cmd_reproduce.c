@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -108,11 +110,62 @@ static int append_summary(const char *path, const char *dataset, const char *mod
     return 0;
 }
 
+typedef struct run_plan {
+    const br_dataset *ds;
+    const br_model_config *mc;
+    const cli_preset *preset;
+    const ablation *abl;
+    int basrec;
+    const char *runs_dir, *dataset, *model;
+    int progress;
+    int32_t max_epochs; /* 0: the preset's */
+} run_plan;
+
+/* RUNS/<dataset>-<model>-plain-s<seed>, or the BASRec run's directory. */
+static void run_dir(const run_plan *rp, uint64_t seed, int basrec, char *out, size_t n) {
+    if (!basrec)
+        snprintf(out, n, "%s/%s-%s-plain-s%llu", rp->runs_dir, rp->dataset, rp->model,
+                 (unsigned long long)seed);
+    else if (rp->abl == &ablations[0])
+        snprintf(out, n, "%s/%s-%s-basrec-s%llu", rp->runs_dir, rp->dataset, rp->model,
+                 (unsigned long long)seed);
+    else
+        snprintf(out, n, "%s/%s-%s-basrec-%s-s%llu", rp->runs_dir, rp->dataset, rp->model,
+                 rp->abl->name, (unsigned long long)seed);
+}
+
+/* Trains whatever one seed still lacks: the plain run (BASRec's stage 1),
+ * then the BASRec run from its best checkpoint. */
+static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
+    char plain_dir[8400], dir[8400], init[8500];
+    br_train_config tc;
+    br_train_config_defaults(&tc);
+    tc.seed = seed;
+    if (rp->max_epochs > 0) tc.epochs = rp->max_epochs;
+    run_dir(rp, seed, 0, plain_dir, sizeof plain_dir);
+    if (!rp->basrec || !rp->abl->joint) {
+        if (ensure_run(rp->ds, rp->mc, &tc, plain_dir, NULL, rp->progress, err) < 0) return -1;
+    }
+    if (!rp->basrec) return 0;
+    run_dir(rp, seed, 1, dir, sizeof dir);
+    tc.use_basrec = 1;
+    br_basrec_preset(&tc.basrec, rp->preset->name);
+    tc.basrec.single_seq = rp->abl->single_seq;
+    tc.basrec.cross_seq = rp->abl->cross_seq;
+    tc.basrec.adaptive_weight = rp->abl->adaptive_weight;
+    tc.basrec.nonlinear = rp->abl->nonlinear;
+    tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->stage2_epochs;
+    tc.start_valid = rp->preset->stage2_start_valid;
+    if (snprintf(init, sizeof init, "%s/best.safetensors", plain_dir) >= (int)sizeof init)
+        return br_errorf(err, "%s: path too long", plain_dir);
+    return ensure_run(rp->ds, rp->mc, &tc, dir, rp->abl->joint ? NULL : init, rp->progress, err);
+}
+
 int cmd_reproduce(int argc, char **argv) {
     const char *dataset = "beauty", *model = "sasrec", *method = "basrec", *abl_name = "none",
                *seeds_arg = "1,2,3", *data_dir = "../shared/data", *runs_dir = "runs",
                *results = "runs/results.jsonl";
-    int32_t threads = 0;
+    int32_t threads = 0, jobs = 1, max_epochs = 0;
     int no_progress = 0, help;
     opt_spec specs[] = {
         {"dataset", OPT_STR, &dataset, "beauty, sports, yelp or home", 0},
@@ -123,7 +176,9 @@ int cmd_reproduce(int argc, char **argv) {
         {"data-dir", OPT_STR, &data_dir, "directory with the dataset files", 0},
         {"runs-dir", OPT_STR, &runs_dir, "directory for the runs", 0},
         {"results", OPT_STR, &results, "JSON-lines file the summary is appended to", 0},
-        {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
+        {"threads", OPT_INT, &threads, "threads per run (default: all cores, or 1 with --jobs)", 0},
+        {"jobs", OPT_INT, &jobs, "seeds trained at once, in separate processes", 0},
+        {"max-epochs", OPT_INT, &max_epochs, "cap every stage's epochs (smoke tests; default: the preset's)", 0},
         {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr", 0},
         {NULL, 0, NULL, NULL, 0}};
     br_error err;
@@ -170,7 +225,7 @@ int cmd_reproduce(int argc, char **argv) {
         fprintf(stderr, "basrec reproduce: --seeds is empty\n");
         return 2;
     }
-    cli_set_threads(threads);
+    if (jobs == 1) cli_set_threads(threads);
 
     br_model_config mc;
     br_model_config_defaults(&mc);
@@ -191,37 +246,54 @@ int cmd_reproduce(int argc, char **argv) {
         return cli_fail("reproduce", &err);
     }
     const int progress = !no_progress;
+    if (jobs < 1 || jobs > MAX_SEEDS) {
+        fprintf(stderr, "basrec reproduce: --jobs must be in 1..%d\n", MAX_SEEDS);
+        br_dataset_free(&ds);
+        return 2;
+    }
+    run_plan plan = {&ds, &mc, p, abl, basrec, runs_dir, dataset, model, progress, max_epochs};
     br_metrics m[MAX_SEEDS];
     int rc = 0;
-    for (int i = 0; i < n_seeds && rc == 0; i++) {
-        char plain_dir[8300], dir[8400], init[8500];
-        br_train_config tc;
-        br_train_config_defaults(&tc);
-        tc.seed = seeds[i];
-        snprintf(plain_dir, sizeof plain_dir, "%s/%s-%s-plain-s%llu", runs_dir, dataset, model,
-                 (unsigned long long)seeds[i]);
-        if (!basrec || !abl->joint) rc = ensure_run(&ds, &mc, &tc, plain_dir, NULL, progress, &err);
-        const char *final_dir = plain_dir;
-        if (rc == 0 && basrec) {
-            if (abl == &ablations[0])
-                snprintf(dir, sizeof dir, "%s/%s-%s-basrec-s%llu", runs_dir, dataset, model,
-                         (unsigned long long)seeds[i]);
-            else
-                snprintf(dir, sizeof dir, "%s/%s-%s-basrec-%s-s%llu", runs_dir, dataset, model, abl->name,
-                         (unsigned long long)seeds[i]);
-            tc.use_basrec = 1;
-            br_basrec_preset(&tc.basrec, p->name);
-            tc.basrec.single_seq = abl->single_seq;
-            tc.basrec.cross_seq = abl->cross_seq;
-            tc.basrec.adaptive_weight = abl->adaptive_weight;
-            tc.basrec.nonlinear = abl->nonlinear;
-            tc.epochs = p->stage2_epochs;
-            tc.start_valid = p->stage2_start_valid;
-            snprintf(init, sizeof init, "%s/best.safetensors", plain_dir);
-            rc = ensure_run(&ds, &mc, &tc, dir, abl->joint ? NULL : init, progress, &err);
-            final_dir = dir;
+    if (jobs == 1) {
+        for (int i = 0; i < n_seeds && rc == 0; i++) rc = run_seed(&plan, seeds[i], &err);
+    } else {
+        /* Independent seeds in child processes, one thread each unless told
+         * otherwise: no synchronisation at all between the cores. The
+         * parent has run no OpenMP region yet, so forking is safe. */
+        cli_set_threads(threads > 0 ? threads : 1);
+        int running = 0, failed = 0;
+        for (int i = 0; i < n_seeds || running > 0;) {
+            if (i < n_seeds && running < jobs) {
+                fflush(NULL);
+                pid_t pid = fork();
+                if (pid < 0) {
+                    rc = br_errorf(&err, "fork: cannot start a job");
+                    break;
+                }
+                if (pid == 0) {
+                    br_error child_err;
+                    int crc = run_seed(&plan, seeds[i], &child_err);
+                    if (crc < 0) fprintf(stderr, "basrec reproduce: seed %llu: %s\n",
+                                         (unsigned long long)seeds[i], child_err.msg);
+                    _exit(crc < 0 ? 1 : 0);
+                }
+                running++;
+                i++;
+                continue;
+            }
+            int status;
+            if (wait(&status) > 0) {
+                running--;
+                if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
+            }
         }
-        if (rc == 0) rc = read_test_metrics(final_dir, &m[i], &err);
+        while (running > 0 && wait(NULL) > 0) running--; /* after a failed fork */
+        if (rc == 0 && failed) rc = br_errorf(&err, "%d of %d seeds failed (see above)", failed, n_seeds);
+    }
+    for (int i = 0; i < n_seeds && rc == 0; i++) {
+        char dir[8400];
+        run_dir(&plan, seeds[i], plan.basrec, dir, sizeof dir);
+        rc = read_test_metrics(dir, &m[i], &err);
     }
     if (rc == 0) rc = append_summary(results, dataset, model, method, abl->name, seeds, n_seeds, m, &err);
     br_dataset_free(&ds);
