@@ -26,9 +26,12 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -fopenmp -g $(OPT) $(SANFLAGS) $(WERROR) -Iinclude -Isrc $(BLAS_CFLAGS)
 LDLIBS  += $(BLAS_LIBS) -ljansson -lm
 LDFLAGS += -fopenmp $(SANFLAGS)
+# The HTTP service (basrec serve) only: the library does not need it.
+MHD_CFLAGS := $(shell pkg-config --cflags libmicrohttpd 2>/dev/null)
+MHD_LIBS   := $(shell pkg-config --libs libmicrohttpd 2>/dev/null || echo -lmicrohttpd)
 
 LIB_SRC  := $(sort $(wildcard src/util/*.c src/data/*.c src/nn/*.c src/models/*.c \
-                              src/train/*.c src/eval/*.c src/augment/*.c))
+                              src/train/*.c src/eval/*.c src/augment/*.c src/api/*.c))
 CLI_SRC  := $(sort $(wildcard src/cli/*.c))
 TEST_SRC := $(sort $(wildcard tests/test_*.c))
 
@@ -37,6 +40,9 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(sort $(wildcard bench/bench_*.c))
 BENCH_BIN := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+EXAMPLE_SRC := $(sort $(wildcard examples/*.c))
+EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(BUILD)/examples/%)
+VERSION  := $(shell sed -n 's/^\#define BASREC_VERSION "\(.*\)"/\1/p' include/basrec.h)
 
 all: $(BUILD)/basrec $(BUILD)/libbasrec.a
 
@@ -48,14 +54,24 @@ $(BUILD)/libbasrec.a: $(LIB_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
+$(CLI_OBJ): CFLAGS += $(MHD_CFLAGS)
+
 $(BUILD)/basrec: $(CLI_OBJ) $(BUILD)/libbasrec.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS) $(MHD_LIBS)
+
+# Examples see the public header only (no -Isrc): what an installed library offers.
+$(BUILD)/examples/%: examples/%.c include/basrec.h $(BUILD)/libbasrec.a
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -Wall -Wextra -g $(OPT) $(SANFLAGS) $(WERROR) -Iinclude -o $@ $< \
+	    $(BUILD)/libbasrec.a $(LDFLAGS) $(LDLIBS)
+
+examples: $(EXAMPLE_BIN)
 
 $(BUILD)/tests/%: tests/%.c tests/testutil.h $(BUILD)/libbasrec.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libbasrec.a $(LDFLAGS) $(LDLIBS) -lcmocka
 
-tests: $(TEST_BIN) $(BUILD)/basrec
+tests: $(TEST_BIN) $(BUILD)/basrec $(EXAMPLE_BIN)
 
 $(BUILD)/bench/%: bench/%.c $(BUILD)/libbasrec.a
 	@mkdir -p $(dir $@)
@@ -72,6 +88,21 @@ test: tests
 clean:
 	rm -rf build build-san
 
+# make install PREFIX=/opt/basrec [DESTDIR=...]; make uninstall with the same
+# PREFIX. basrec.pc lists the static library's dependencies in Libs, since
+# every program linking libbasrec.a needs them.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/include
+	install -m 755 $(BUILD)/basrec $(DESTDIR)$(PREFIX)/bin/basrec
+	install -m 644 $(BUILD)/libbasrec.a $(DESTDIR)$(PREFIX)/lib/libbasrec.a
+	install -m 644 include/basrec.h $(DESTDIR)$(PREFIX)/include/basrec.h
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_LIBS@|$(BLAS_LIBS)|' \
+	    basrec.pc.in >$(DESTDIR)$(PREFIX)/lib/pkgconfig/basrec.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/basrec $(DESTDIR)$(PREFIX)/lib/libbasrec.a \
+	      $(DESTDIR)$(PREFIX)/include/basrec.h $(DESTDIR)$(PREFIX)/lib/pkgconfig/basrec.pc
+
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
 
-.PHONY: all tests test bench clean
+.PHONY: all tests test bench clean examples install uninstall

@@ -108,5 +108,35 @@ expect_fail "resume without a run" "last.safetensors" "$BIN" train --data "$T/da
 expect_fail "unknown model" "unknown model" "$BIN" train --data "$T/data.txt" --out "$T/x" --model nope
 "$BIN" --help >/dev/null && "$BIN" train --help | grep -q -- "--hidden-size" && ok "help" || ko "help"
 
+# prepare: a raw CSV log (quoted ids, one bad row on line 2) to a sequence
+# file and id maps, then one training epoch on it.
+awk 'BEGIN { print "user_id,item_id,timestamp"; print "u0,\"it,0\",oops"
+    for (u = 0; u < 120; u++) for (k = 0; k < 8; k++)
+        printf "u%d,\"it,%d\",%d\n", u, (u * 7 + k * 13) % 50, 1546300800 + (8 - k) * 60 }' >"$T/log.csv"
+if "$BIN" prepare --input "$T/log.csv" --out "$T/prep/seq.txt" >"$T/prep.out" 2>"$T/prep.err" \
+    && grep -q "after k-core" "$T/prep.out" && grep -q "line 2" "$T/prep.err" \
+    && [ "$(wc -l <"$T/prep/seq.txt.users.tsv")" -eq "$(wc -l <"$T/prep/seq.txt")" ] \
+    && grep -q "^[0-9]*$(printf '\t')it,0\$" "$T/prep/seq.txt.items.tsv"; then
+    ok "prepare"
+else
+    ko "prepare ($(cat "$T/prep.out" "$T/prep.err"))"
+fi
+"$BIN" train --data "$T/prep/seq.txt" --out "$T/prep/run" --epochs 1 --hidden-size 16 --batch-size 64 \
+    --max-seq-length 20 --no-progress --threads 2 >/dev/null && ok "train on prepared data" \
+    || ko "train on prepared data"
+expect_fail "prepare --strict names the bad line" "log.csv:2: 'timestamp' value 'oops'" \
+    "$BIN" prepare --input "$T/log.csv" --out "$T/prep/strict.txt" --strict
+expect_fail "prepare missing column" "no column 'time'" \
+    "$BIN" prepare --input "$T/log.csv" --out "$T/prep/x.txt" --time-col time
+
+# Serving: recommend's ad-hoc histories, basrec serve, plot, the installed
+# library (tests/serve_test.sh); its counts join these.
+serve_out=$(BUILD="${BUILD:-build}" sh tests/serve_test.sh 2>&1)
+printf '%s\n' "$serve_out"
+sp=$(printf '%s\n' "$serve_out" | sed -n 's/^serve: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p')
+sf=$(printf '%s\n' "$serve_out" | sed -n 's/^serve: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p')
+pass=$((pass + ${sp:-0}))
+fail=$((fail + ${sf:-1}))
+
 echo "cli: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -5,6 +5,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <jansson.h>
+
+#include "basrec.h"
 #include "data/dataset.h"
 #include "train/train.h"
 #include "util/error.h"
@@ -14,6 +17,40 @@ int cmd_reproduce(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_recommend(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
+int cmd_plot(int argc, char **argv);
+
+/* Recommendation requests, shared by `serve` (POST /recommend bodies) and
+ * `recommend --stdin` / `--history` (cmd_serve.c, docs/SERVING.md). */
+typedef struct cli_rec_ctx {
+    const basrec_model *model;
+    const basrec_idmap *items;  /* original item ids, or NULL */
+    const basrec_idmap *users;  /* original user ids, or NULL */
+    const br_dataset *data;     /* histories for {"user": id} requests, or NULL */
+    int32_t default_k, max_k;
+    int exclude_seen;           /* when the request does not say */
+} cli_rec_ctx;
+
+/* Loads the model and the optional maps and data (NULL: none), printing
+ * "basrec: problem" on failure. */
+int cli_open_rec_ctx(cli_rec_ctx *ctx, const char *checkpoint, const char *item_map,
+                     const char *user_map, const char *data);
+void cli_close_rec_ctx(cli_rec_ctx *ctx);
+/* Returns -1 with a message unless every item 1..n_items has an original id
+ * in map (read from path), as answers in original ids need. */
+int cli_check_item_map(const basrec_idmap *map, int32_t n_items, const char *path, char *msg,
+                       size_t msglen);
+/* Answers {"items": [...] | "user": id, "k": n, "exclude_seen": bool}:
+ * returns 200 with *result = {"items": [...], "scores": [...]} (the
+ * caller's to json_decref), or 400 (a bad request) or 500 (a server fault)
+ * with a message in msg. */
+int cli_recommend(const cli_rec_ctx *ctx, const json_t *req, json_t **result, char *msg,
+                  size_t msglen);
+/* The same from JSON text (malformed JSON is a 400), answered as JSON text:
+ * the result or {"error": message}; *response (the caller's to free) is
+ * NULL only when out of memory, and the status then 500. */
+int cli_recommend_body(const cli_rec_ctx *ctx, const char *body, size_t len, char **response);
 
 /* --threads: OpenMP and OpenBLAS threads (0 keeps the default: all cores). */
 void cli_set_threads(int32_t threads);

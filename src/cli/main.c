@@ -14,7 +14,10 @@ static const struct {
     {"eval", cmd_eval, "full-ranking metrics of a checkpoint on the valid or test split"},
     {"recommend", cmd_recommend, "top-k next items for users"},
     {"synth", cmd_synth, "write a synthetic dataset"},
+    {"prepare", cmd_prepare, "raw interaction log (CSV/TSV/JSON lines) to a sequence file"},
     {"reproduce", cmd_reproduce, "run a paper configuration over seeds; append mean and std to a results file"},
+    {"serve", cmd_serve, "HTTP JSON service: recommendations from a checkpoint"},
+    {"plot", cmd_plot, "SVG learning curves from a training metrics log"},
 };
 
 static void usage(FILE *fp) {
