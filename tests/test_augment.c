@@ -1,5 +1,5 @@
-/* Augmentation operators (Reorder, Substitute), the ItemCF-IUF similarity
- * and the Gamma/Beta draws. */
+/* Augmentation operators (Reorder, Substitute, Crop, Mask), the ItemCF-IUF
+ * similarity and the Gamma/Beta draws. */
 #include "testutil.h"
 
 #include <math.h>
@@ -238,6 +238,117 @@ static void test_substitute_deterministic(void **state) {
     assert_memory_equal(x, y, sizeof x);
     assert_memory_not_equal(x, z, sizeof x);
     free(sim.most_similar);
+}
+
+/* ---- Crop ---- */
+
+/* c = max(int(rate * n), 1) and the start uniform over [0, n-c]: every
+ * start occurs, none outside, each about equally often. */
+static void test_crop_window(void **state) {
+    const int32_t lens[] = {1, 2, 50, 120, 5000};
+    const float rates[] = {0.0f, 0.01f, 0.2f, 0.5f, 0.71f, 0.999f, 1.0f};
+    br_rng r;
+    br_rng_seed(&r, 21, 0);
+    static int64_t hits[5001];
+    for (size_t a = 0; a < sizeof lens / sizeof *lens; a++) {
+        for (size_t b = 0; b < sizeof rates / sizeof *rates; b++) {
+            const int32_t n = lens[a];
+            int32_t want = (int32_t)(rates[b] * (float)n);
+            if (want < 1) want = 1;
+            const int32_t n_starts = n - want + 1;
+            const int reps = n_starts * 60 < 2000 ? 2000 : n_starts * 60;
+            memset(hits, 0, sizeof hits);
+            for (int rep = 0; rep < reps; rep++) {
+                int32_t start = -1;
+                const int32_t c = br_aug_crop(n, rates[b], &r, &start);
+                assert_int_equal(c, want);
+                assert_true(start >= 0 && start + c <= n);
+                hits[start]++;
+            }
+            const double mean = (double)reps / n_starts, sd = sqrt(mean * (1.0 - 1.0 / n_starts));
+            for (int32_t st = 0; st < n_starts; st++) {
+                assert_true(hits[st] > 0);
+                assert_true(fabs((double)hits[st] - mean) <= 5 * sd + 1e-9);
+            }
+        }
+    }
+}
+
+static void test_crop_deterministic(void **state) {
+    br_rng r1, r2, r3;
+    br_rng_seed(&r1, 22, 1);
+    br_rng_seed(&r2, 22, 1);
+    br_rng_seed(&r3, 23, 1);
+    int32_t s1[20], s2[20], s3[20];
+    for (int i = 0; i < 20; i++) {
+        br_aug_crop(1000, 0.3f, &r1, &s1[i]);
+        br_aug_crop(1000, 0.3f, &r2, &s2[i]);
+        br_aug_crop(1000, 0.3f, &r3, &s3[i]);
+    }
+    assert_memory_equal(s1, s2, sizeof s1);
+    assert_memory_not_equal(s1, s3, sizeof s1);
+}
+
+/* ---- Mask ---- */
+
+/* Exactly max(int(rate * n), 1) positions become the mask item, the rest
+ * are untouched. */
+static void test_mask_count(void **state) {
+    enum { MASK = 999999 };
+    const int32_t lens[] = {1, 2, 50, 120, 5000};
+    const float rates[] = {0.0f, 0.01f, 0.2f, 0.5f, 0.999f, 1.0f};
+    static int32_t s[5000];
+    br_rng r;
+    br_rng_seed(&r, 24, 0);
+    for (size_t a = 0; a < sizeof lens / sizeof *lens; a++) {
+        for (size_t b = 0; b < sizeof rates / sizeof *rates; b++) {
+            const int32_t n = lens[a];
+            int32_t k = (int32_t)(rates[b] * (float)n);
+            if (k < 1) k = 1;
+            for (int rep = 0; rep < 20; rep++) {
+                iota(s, n);
+                br_aug_mask(s, n, rates[b], MASK, &r);
+                int32_t masked = 0;
+                for (int32_t p = 0; p < n; p++) {
+                    if (s[p] == MASK) masked++;
+                    else assert_int_equal(s[p], p + 1);
+                }
+                assert_int_equal(masked, k);
+            }
+        }
+    }
+}
+
+/* Every position is masked with probability k / n. */
+static void test_mask_uniform_positions(void **state) {
+    enum { N = 50, REPS = 40000, MASK = 77 };
+    int32_t s[N];
+    int64_t hits[N] = {0};
+    br_rng r;
+    br_rng_seed(&r, 25, 0);
+    for (int rep = 0; rep < REPS; rep++) {
+        iota(s, N);
+        br_aug_mask(s, N, 0.3f, MASK, &r);
+        for (int32_t p = 0; p < N; p++) hits[p] += s[p] == MASK;
+    }
+    const double pr = 15.0 / N, mean = REPS * pr, sd = sqrt(REPS * pr * (1 - pr));
+    for (int32_t p = 0; p < N; p++) assert_true(fabs((double)hits[p] - mean) < 5 * sd);
+}
+
+static void test_mask_deterministic(void **state) {
+    int32_t x[120], y[120], z[120];
+    br_rng r1, r2, r3;
+    br_rng_seed(&r1, 26, 1);
+    br_rng_seed(&r2, 26, 1);
+    br_rng_seed(&r3, 27, 1);
+    iota(x, 120);
+    iota(y, 120);
+    iota(z, 120);
+    br_aug_mask(x, 120, 0.3f, 500, &r1);
+    br_aug_mask(y, 120, 0.3f, 500, &r2);
+    br_aug_mask(z, 120, 0.3f, 500, &r3);
+    assert_memory_equal(x, y, sizeof x);
+    assert_memory_not_equal(x, z, sizeof x);
 }
 
 /* ---- ItemCF-IUF ---- */
@@ -502,6 +613,11 @@ int main(void) {
         cmocka_unit_test(test_substitute_uniform_positions),
         cmocka_unit_test(test_substitute_fallback),
         cmocka_unit_test(test_substitute_deterministic),
+        cmocka_unit_test(test_crop_window),
+        cmocka_unit_test(test_crop_deterministic),
+        cmocka_unit_test(test_mask_count),
+        cmocka_unit_test(test_mask_uniform_positions),
+        cmocka_unit_test(test_mask_deterministic),
         cmocka_unit_test(test_item_sim_hand),
         cmocka_unit_test(test_item_sim_brute_force),
         cmocka_unit_test(test_item_sim_beauty),

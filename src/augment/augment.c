@@ -178,20 +178,45 @@ void br_aug_reorder(int32_t *seq, int32_t n, float rate, br_rng *rng) {
     br_rng_shuffle_i32(rng, seq + start, c);
 }
 
+/* max(int(rate * n), 1) for n >= 1. */
+static int32_t rate_count_min1(float rate, int32_t n) {
+    const int32_t k = rate_count(rate, n);
+    return k < 1 ? 1 : k;
+}
+
+/* Selection sampling (Knuth's Algorithm S): the next position, scanning
+ * from *t, of a uniform k-subset of 0..n-1 in one pass without an index
+ * array for any n; -1 once all *k are chosen. */
+static int32_t next_selected(br_rng *rng, int32_t n, int32_t *t, int32_t *k) {
+    for (; *t < n && *k > 0; (*t)++) {
+        if (br_rng_below(rng, (uint64_t)(n - *t)) >= (uint64_t)*k) continue;
+        (*k)--;
+        return (*t)++;
+    }
+    return -1;
+}
+
 void br_aug_substitute(int32_t *seq, int32_t n, float rate, const br_item_sim *sim,
                        br_rng *rng) {
     if (n <= 0) return;
-    int32_t k = rate_count(rate, n);
-    if (k < 1) k = 1;
-    /* Selection sampling (Knuth's Algorithm S): a uniform k-subset of the
-     * positions in one pass, without an index array for any n. */
-    for (int32_t t = 0; t < n && k > 0; t++) {
-        if (br_rng_below(rng, (uint64_t)(n - t)) >= (uint64_t)k) continue;
-        k--;
-        int32_t it = seq[t];
+    int32_t k = rate_count_min1(rate, n), t = 0, p;
+    while ((p = next_selected(rng, n, &t, &k)) >= 0) {
+        int32_t it = seq[p];
         int32_t to = it >= 1 && it <= sim->n_items ? sim->most_similar[it] : 0;
-        seq[t] = to ? to : 1 + (int32_t)br_rng_below(rng, (uint64_t)sim->n_items);
+        seq[p] = to ? to : 1 + (int32_t)br_rng_below(rng, (uint64_t)sim->n_items);
     }
+}
+
+int32_t br_aug_crop(int32_t n, float rate, br_rng *rng, int32_t *start) {
+    const int32_t c = rate_count_min1(rate, n);
+    *start = (int32_t)br_rng_below(rng, (uint64_t)(n - c + 1));
+    return c;
+}
+
+void br_aug_mask(int32_t *seq, int32_t n, float rate, int32_t mask_item, br_rng *rng) {
+    if (n <= 0) return;
+    int32_t k = rate_count_min1(rate, n), t = 0, p;
+    while ((p = next_selected(rng, n, &t, &k)) >= 0) seq[p] = mask_item;
 }
 
 /* log of a Gamma(shape, 1) draw. Marsaglia & Tsang (2000) for shape >= 1;

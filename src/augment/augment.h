@@ -1,7 +1,8 @@
 /* Sequence augmentation operators and the random draws BASRec needs.
- * Operators edit a copy of one (already truncated) input sequence in place
- * of the same length, so the copy's embeddings can be mixed position by
- * position with the original's. */
+ * Operators act on a copy of one (already truncated) input sequence: all
+ * but M-Crop edit it in place at the same length, so the copy's embeddings
+ * can be mixed position by position with the original's; M-Crop picks a
+ * shorter window, aligned with the original by the caller (basrec.c). */
 #ifndef BR_AUGMENT_AUGMENT_H
 #define BR_AUGMENT_AUGMENT_H
 
@@ -31,6 +32,12 @@ void br_aug_reorder(int32_t *seq, int32_t n, float rate, br_rng *rng);
  * their most similar item (a random item 1..n_items when it has none).
  * Allocation-free for any n. */
 void br_aug_substitute(int32_t *seq, int32_t n, float rate, const br_item_sim *sim, br_rng *rng);
+/* M-Crop (RM-HSAOCL): the window of c = max(int(rate * n), 1) consecutive
+ * items starting uniformly in [0, n-c]; returns c and sets *start. n >= 1. */
+int32_t br_aug_crop(int32_t n, float rate, br_rng *rng, int32_t *start);
+/* M-Mask (RM-HSAOCL): max(int(rate * n), 1) distinct random positions set
+ * to mask_item. Allocation-free for any n. */
+void br_aug_mask(int32_t *seq, int32_t n, float rate, int32_t mask_item, br_rng *rng);
 
 /* Beta(a, b) draw, a, b > 0, correct for small shape parameters (< 1). */
 double br_rng_beta(br_rng *rng, double a, double b);

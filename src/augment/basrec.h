@@ -10,15 +10,35 @@
  *    embeddings with a batch permutation;
  *  - L = L_main + sum L_ssa + sum L_csa.
  * The plain sequences and all copies go through the encoder as ONE stacked
- * ragged batch. The backbone is only used through its interface. */
+ * ragged batch. The backbone is only used through its interface.
+ * RM-HSAOCL (Li & Cai; docs/RMHSAOCL.md) extends the plugin: the copies'
+ * operator is drawn uniformly from a chosen set that may add M-Crop and
+ * M-Mask, and every loss term may be a full-softmax loss (train/loss.h). */
 #ifndef BR_AUGMENT_BASREC_H
 #define BR_AUGMENT_BASREC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "data/batch.h"
 #include "data/dataset.h"
 #include "models/model.h"
+#include "train/loss.h"
+
+/* Operators of the single-sequence module, as a set. */
+enum { BR_OP_REORDER = 1, BR_OP_SUBSTITUTE = 2, BR_OP_CROP = 4, BR_OP_MASK = 8, BR_OP_ALL = 15 };
+#define BR_OPS_BASREC (BR_OP_REORDER | BR_OP_SUBSTITUTE)
+
+/* How an M-Crop copy (a window of c of the original's n items) lines up
+ * with its original. Both put the window on the original's last c slots
+ * (position ids L-c .. L-1, as the window would get as a sequence of its own
+ * under left padding) and mix it with the original's items there:
+ *  - suffix: the copy has those c tokens only, with the original's targets
+ *    at those slots;
+ *  - pad: the copy keeps all n tokens; the first n - c have no window item
+ *    and mix the original's item with a zero vector (l * E[item]), as a
+ *    left-padded window would, without reading the padding row. */
+typedef enum { BR_CROP_SUFFIX, BR_CROP_PAD } br_crop_align;
 
 typedef struct br_basrec_config {
     float alpha;            /* Beta(alpha, alpha) of every mixup weight (the reference's --beta) */
@@ -29,24 +49,37 @@ typedef struct br_basrec_config {
     int cross_seq;          /* use L_csa */
     int adaptive_weight;    /* 1/(l*rate) weights; off: every copy weighs 1 */
     int nonlinear;          /* item-/feature-wise weights; off: one weight per sequence */
+    unsigned operators;     /* BR_OP_* set each copy's operator is drawn from, uniformly */
+    br_crop_align crop_align;
 } br_basrec_config;
 
-/* Beauty's settings, all modules on. */
+/* Beauty's settings, all modules on, BASRec's operators. */
 void br_basrec_config_defaults(br_basrec_config *c);
 /* PROTOCOL.md's per-dataset settings (beauty, sports, yelp, home); -1 if unknown. */
 int br_basrec_preset(br_basrec_config *c, const char *dataset);
 
+/* "reorder,substitute,crop,mask" (any non-empty subset, any order) <-> set;
+ * parse returns -1 on an unknown or empty list. format writes the names in
+ * the order above (at most 36 bytes with the terminator). */
+int br_basrec_parse_operators(const char *list, unsigned *ops);
+void br_basrec_format_operators(unsigned ops, char *buf, size_t n);
+const char *br_crop_align_name(br_crop_align a);
+int br_crop_align_parse(const char *name, br_crop_align *a);
+
 typedef struct br_basrec br_basrec;
 
-/* Builds the item similarity from ds's training part and sizes buffers for
- * batches of up to max_seq sequences / max_tok plain tokens. */
-br_basrec *br_basrec_create(const br_basrec_config *cfg, br_model *m, const br_dataset *ds,
-                            int32_t max_seq, int32_t max_tok, br_error *err);
+/* Builds the item similarity from ds's training part (when substitute is
+ * used) and sizes buffers for batches of up to max_seq sequences / max_tok
+ * plain tokens. loss: the objective of every term (NULL: bce). With M-Mask
+ * the model must have its mask item (br_model_add_mask_item). */
+br_basrec *br_basrec_create(const br_basrec_config *cfg, const br_loss_config *loss, br_model *m,
+                            const br_dataset *ds, int32_t max_seq, int32_t max_tok, br_error *err);
 void br_basrec_free(br_basrec *bs);
 
 typedef struct br_basrec_stats {
     double loss_main, loss_ssa, loss_csa;
     double aug_cosine;  /* mean cosine(last output of copy, of original) */
+    double tokens;      /* encoded: plain and copies (M-Crop's copies are shorter) */
 } br_basrec_stats;
 
 /* Adaptive loss weights of n copies: w = 1/(lam * rate), min-max

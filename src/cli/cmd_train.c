@@ -19,7 +19,8 @@ int cmd_train(int argc, char **argv) {
     br_model_config_defaults(&mc);
     br_train_config_defaults(&tc);
     const char *data = NULL, *out = NULL, *model = "sasrec", *metrics_log = NULL,
-               *preset_name = NULL, *method = "plain", *init_from = NULL;
+               *preset_name = NULL, *method = "plain", *init_from = NULL,
+               *operators = "reorder,substitute", *crop_align = "suffix", *loss = "bce";
     int32_t threads = 0, stage1_epochs = 200;
     float dropout = -1.0f;
     int resume = 0, no_progress = 0, joint = 0, no_ssa = 0, no_csa = 0, no_weight = 0,
@@ -58,6 +59,10 @@ int cmd_train(int argc, char **argv) {
         {"no-adaptive-weight", OPT_FLAG, &no_weight, "basrec ablation: constant loss weights", 0},
         {"linear-mixup", OPT_FLAG, &linear, "basrec ablation: one mixup weight per sequence", 0},
         {"joint", OPT_FLAG, &joint, "basrec ablation: one stage, augmented from scratch", 0},
+        {"operators", OPT_STR, &operators, "basrec: copies' operators, drawn uniformly: any of reorder,substitute,crop,mask", 0},
+        {"crop-align", OPT_STR, &crop_align, "basrec: a crop copy keeps the window's tokens only (suffix) or all (pad)", 0},
+        {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce or focal (stage 1 of basrec: bce)", 0},
+        {"focal-gamma", OPT_FLOAT, &tc.loss.focal_gamma, "focal loss exponent", 0},
         {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
         {"metrics-log", OPT_STR, &metrics_log, "append per-epoch metrics as JSON lines to this file", 0},
         {"resume", OPT_FLAG, &resume, "continue the run in --out where it stopped", 0},
@@ -106,6 +111,18 @@ int cmd_train(int argc, char **argv) {
     } else if (basrec && !args_find(specs, "start-valid")->seen) {
         tc.start_valid = 100;
     }
+    if (br_basrec_parse_operators(operators, &bc->operators) < 0) {
+        fprintf(stderr, "basrec train: --operators wants a non-empty list of reorder, substitute, crop, mask\n");
+        return 2;
+    }
+    if (br_crop_align_parse(crop_align, &bc->crop_align) < 0) {
+        fprintf(stderr, "basrec train: unknown --crop-align '%s' (suffix, pad)\n", crop_align);
+        return 2;
+    }
+    if (br_loss_parse(loss, &tc.loss.kind) < 0) {
+        fprintf(stderr, "basrec train: unknown loss '%s' (bce, ce, last-ce, focal)\n", loss);
+        return 2;
+    }
     if (dropout >= 0.0f) mc.hidden_dropout = mc.attn_dropout = dropout;
     if (strlen(model) >= sizeof mc.model) {
         fprintf(stderr, "basrec train: unknown model '%s'\n", model);
@@ -145,6 +162,8 @@ int cmd_train(int argc, char **argv) {
         if (!cli_file_exists(stage1_dir, "result.json")) {
             br_train_config t1 = tc;
             t1.use_basrec = 0;
+            /* Stage 1 is plain SASRec as in BASRec, whatever stage 2's loss. */
+            br_loss_config_defaults(&t1.loss);
             t1.epochs = stage1_epochs;
             t1.start_valid = 0;
             if (progress) fprintf(stderr, "stage 1: plain training into %s\n", stage1_dir);

@@ -43,13 +43,46 @@ void br_model_set_dropout(br_model *m, float hidden, float attention) {
     m->cfg.attn_dropout = m->backbone->cfg.attn_dropout = attention;
 }
 
+static float item_init_std(const br_model *m) {
+    const br_backbone_vtable *vt = m->backbone->vt;
+    return vt->item_init_std ? vt->item_init_std(m->backbone) : m->cfg.init_std;
+}
+
 void br_model_init_weights(br_model *m, uint64_t seed) {
     br_rng rng;
     br_rng_seed(&rng, seed, 0x1417);
-    const br_backbone_vtable *vt = m->backbone->vt;
-    const float std = vt->item_init_std ? vt->item_init_std(m->backbone) : m->cfg.init_std;
-    br_param_init_normal(&m->params, m->item_emb, std, &rng);
+    br_param_init_normal(&m->params, m->item_emb, item_init_std(m), &rng);
     m->backbone->vt->init_params(m->backbone, &m->params, &rng);
+}
+
+int br_model_add_mask_item(br_model *m, uint64_t seed, br_error *err) {
+    if (m->mask_emb > 0) return 0;
+    /* The same tensors in the same order (same offsets), then the mask row:
+     * a larger table into which the old buffers are copied whole. */
+    br_params *old = &m->params, p;
+    memset(&p, 0, sizeof p);
+    for (int i = 0; i < old->n; i++)
+        if (br_params_add(&p, old->list[i].name, old->list[i].ndim, old->list[i].shape, err) < 0)
+            goto fail;
+    const int64_t shape[2] = {1, m->cfg.dim};
+    const int idx = br_params_add(&p, BR_MASK_EMB_NAME, 2, shape, err);
+    if (idx < 0 || br_params_alloc(&p, err) < 0) goto fail;
+    const size_t bytes = old->total * sizeof(float);
+    memcpy(p.data, old->data, bytes);
+    memcpy(p.grad, old->grad, bytes);
+    memcpy(p.adam_m, old->adam_m, bytes);
+    memcpy(p.adam_v, old->adam_v, bytes);
+    p.adam_step = old->adam_step;
+    br_params_free(old);
+    m->params = p;
+    m->mask_emb = idx;
+    br_rng rng;
+    br_rng_seed(&rng, seed, 0x3A5C);
+    br_param_init_normal(&m->params, idx, item_init_std(m), &rng);
+    return 0;
+fail:
+    br_params_free(&p);
+    return -1;
 }
 
 int br_model_reserve(br_model *m, int32_t max_tok, int32_t max_seq, br_error *err) {

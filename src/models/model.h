@@ -10,6 +10,9 @@ typedef struct br_model {
     br_model_config cfg;
     br_params params;
     int item_emb;          /* param index: [n_items + 1, dim], row 0 = padding */
+    /* param index of the mask item's input row ([1, dim]; item id n_items + 1),
+     * 0 when the model has none: only M-Mask training adds it. */
+    int mask_emb;
     br_backbone *backbone;
 } br_model;
 
@@ -30,6 +33,16 @@ int br_model_reserve(br_model *m, int32_t max_tok, int32_t max_seq, br_error *er
 void br_model_free(br_model *m);
 
 static inline float *br_model_items(const br_model *m) { return br_pdata(&m->params, m->item_emb); }
+
+/* Adds the mask item (M-Mask, docs/RMHSAOCL.md) unless the model has it: an
+ * input row of its own, initialised like the item table from seed. It is a
+ * tensor apart from the item table, registered after every other one, so
+ * scoring, ranking and the losses, which read rows 1..n_items of the table,
+ * can never see it, and the other tensors keep their offsets. Keeps
+ * weights, Adam moments and step. */
+int br_model_add_mask_item(br_model *m, uint64_t seed, br_error *err);
+#define BR_MASK_EMB_NAME "mask_embedding.weight"
+static inline int32_t br_model_mask_id(const br_model *m) { return m->cfg.n_items + 1; }
 
 /* x[t] = E[items[t]] for the T tokens of a batch. */
 void br_model_gather(const br_model *m, const int32_t *items, int32_t T, float *x);

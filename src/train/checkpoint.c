@@ -67,13 +67,23 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         meta_put(&ml, "basrec_n_whole_level", "%d", b->n_whole_level);
         meta_put(&ml, "basrec_modules", "%d%d%d%d", b->single_seq, b->cross_seq, b->adaptive_weight,
                  b->nonlinear);
+        char ops[META_LEN];
+        br_basrec_format_operators(b->operators, ops, sizeof ops);
+        meta_put(&ml, "basrec_operators", "%s", ops);
+        meta_put(&ml, "basrec_crop_align", "%s", br_crop_align_name(b->crop_align));
+        meta_put(&ml, "loss", "%s", br_loss_name(tc->loss.kind));
+        meta_put(&ml, "focal_gamma", "%.9g", tc->loss.focal_gamma);
         meta_put(&ml, "adam_step", "%" PRId64, p->adam_step);
         meta_put(&ml, "epoch", "%d", st->epoch);
         meta_put(&ml, "best_epoch", "%d", st->best_epoch);
         meta_put(&ml, "best_score", "%.17g", st->best_score);
         meta_put(&ml, "bad_epochs", "%d", st->bad_epochs);
     }
-    const int n_t = p->n * (resumable ? 3 : 1);
+    /* The mask item's row is training state (only M-Mask copies read it):
+     * weights-only checkpoints leave it out, so a model used for inference
+     * has exactly the tensors of one trained without it. */
+    const int n_w = p->n - (!resumable && m->mask_emb > 0);
+    const int n_t = n_w * (resumable ? 3 : 1);
     br_st_tensor *t = br_xcalloc((size_t)n_t, sizeof *t, err);
     char(*names)[BR_PARAM_NAME_MAX + 8] = br_xcalloc((size_t)n_t, sizeof *names, err);
     if (!t || !names) {
@@ -82,6 +92,7 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         return -1;
     }
     for (int i = 0, k = 0; i < p->n; i++) {
+        if (!resumable && m->mask_emb > 0 && i == m->mask_emb) continue;
         const float *src[3] = {p->data, p->adam_m, p->adam_v};
         const char *prefix[3] = {"", "adam_m.", "adam_v."};
         for (int j = 0; j < (resumable ? 3 : 1); j++, k++) {
@@ -201,6 +212,18 @@ static int read_train_state(const br_st_file *f, br_model *m, br_train_config *t
     b->cross_seq = mods[1] == '1';
     b->adaptive_weight = mods[2] == '1';
     b->nonlinear = mods[3] == '1';
+    /* Absent from checkpoints written before RM-HSAOCL's options: the
+     * defaults (BASRec's operators, bce) are what those runs used. */
+    const char *ops = br_st_meta_get(f, "basrec_operators");
+    const char *align = br_st_meta_get(f, "basrec_crop_align");
+    const char *loss = br_st_meta_get(f, "loss");
+    if ((ops && br_basrec_parse_operators(ops, &b->operators) < 0) ||
+        (align && br_crop_align_parse(align, &b->crop_align) < 0) ||
+        (loss && br_loss_parse(loss, &tc->loss.kind) < 0))
+        return br_errorf(err, "%s: checkpoint metadata 'basrec_operators', 'basrec_crop_align' or 'loss' is malformed",
+                         f->path);
+    if (br_st_meta_get(f, "focal_gamma") && meta_float(f, "focal_gamma", &tc->loss.focal_gamma, err) < 0)
+        return -1;
     return 0;
 }
 
@@ -248,6 +271,8 @@ int br_checkpoint_load(const char *path, br_model *m, const br_dataset *ds, int 
         br_error_prefix(err, "%s", path);
         goto done;
     }
+    /* Resuming an M-Mask run: its mask row is restored like the rest. */
+    if (st && br_st_find(&f, BR_MASK_EMB_NAME) && br_model_add_mask_item(m, 0, err) < 0) goto done;
     for (int i = 0; i < m->params.n; i++) {
         const br_param *pr = &m->params.list[i];
         if (load_tensor(&f, pr, "", m->params.data + pr->offset, err) < 0) goto done;

@@ -2,7 +2,10 @@
 #ifndef BR_TRAIN_LOSS_H
 #define BR_TRAIN_LOSS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "util/error.h"
 
 /* Binary cross-entropy with one sampled negative per token (PROTOCOL.md):
  *   loss = scale * sum_t w_t [softplus(-h_t.E[pos_t]) + softplus(h_t.E[neg_t])] / #{t: pos_t > 0}
@@ -11,5 +14,71 @@
  * Returns the loss. */
 double br_bce_loss(const float *h, const int32_t *pos, const int32_t *neg, const float *weight,
                    int32_t T, int D, const float *E, float *dE, float *dh, float scale);
+
+/* The objective of a run (RM-HSAOCL, docs/RMHSAOCL.md):
+ *  - bce: br_bce_loss above (SASRec, BASRec);
+ *  - ce: full-softmax cross-entropy over items 1..n_items at every target
+ *    position, averaged over positions (the paper's ICE);
+ *  - last-ce: the same at the last position of each sequence only;
+ *  - focal: -(1 - p)^gamma log p on the full softmax at every position. */
+typedef enum { BR_LOSS_BCE, BR_LOSS_CE, BR_LOSS_LAST_CE, BR_LOSS_FOCAL } br_loss_kind;
+
+typedef struct br_loss_config {
+    br_loss_kind kind;
+    float focal_gamma;
+} br_loss_config;
+
+/* bce, focal gamma 2. */
+void br_loss_config_defaults(br_loss_config *c);
+const char *br_loss_name(br_loss_kind k);
+/* 0 and *k set for a known name (bce, ce, last-ce, focal), else -1. */
+int br_loss_parse(const char *name, br_loss_kind *k);
+static inline int br_loss_is_softmax(br_loss_kind k) { return k != BR_LOSS_BCE; }
+
+/* last-ce: zeroes target[] except at the last token of each of the n_seq
+ * sequences (seq_off as br_tokens), so that losses skip those tokens. */
+void br_keep_last_targets(int32_t *target, const int32_t *seq_off, int32_t n_seq);
+
+/* ---- Full-softmax cross-entropy, memory-bounded ----
+ * Tokens are processed in chunks of `chunk` rows and items in blocks of
+ * `block`: a first pass keeps a streaming log-sum-exp per token over the
+ * item blocks (one GEMM per block), a second recomputes each block's logits
+ * (kept from the first pass when one block covers the catalogue) and forms
+ * the logit gradient, turned into dh and dE by two more GEMMs. No buffer
+ * grows with the catalogue beyond chunk x block floats; the order of every
+ * sum is fixed, so results are reproducible for a thread count. */
+typedef struct br_xent br_xent;
+
+#define BR_XENT_CHUNK 256
+#define BR_XENT_BLOCK 8192
+
+/* Workspace for n_items items of dimension D. */
+br_xent *br_xent_create(int32_t n_items, int D, int32_t chunk, int32_t block, br_error *err);
+void br_xent_free(br_xent *x);
+/* Bytes of the workspace (the kernel's whole memory besides h, dh, E, dE). */
+size_t br_xent_bytes(const br_xent *x);
+
+/* Labels of T tokens. A token with target 0 has no loss. The mixup label
+ * form of a mixed representation puts weight mix_t on target_t and 1 - mix_t
+ * on target2_t (a target2 of 0 adds nothing: give that token mix 1). */
+typedef struct br_xent_labels {
+    const int32_t *target;  /* [T] */
+    const int32_t *target2; /* [T] or NULL */
+    const float *mix;       /* [T] or NULL: 1 */
+    const float *weight;    /* [T] or NULL: 1; a loss weight per token */
+} br_xent_labels;
+
+/* loss = scale * sum_t weight_t [mix_t l_t(target_t) + (1 - mix_t) l_t(target2_t)] / #{t: target_t > 0},
+ * l_t(y) = -(1 - p_ty)^gamma log p_ty, p_t = softmax_i(h_t . E[i]) over i in 1..n_items
+ * (gamma 0: cross-entropy). Writes dh (overwrite; zero on tokens without
+ * target), accumulates into dE; returns the loss. */
+double br_xent_loss(br_xent *x, const float *h, int32_t T, const br_xent_labels *lb, float gamma,
+                    const float *E, float *dE, float *dh, float scale);
+
+/* The configured loss of T tokens against their targets (targets already
+ * masked for last-ce), negatives for bce; xent may be NULL for bce. */
+double br_loss_eval(const br_loss_config *c, br_xent *xent, const float *h, int32_t T,
+                    const int32_t *target, const int32_t *neg, const float *weight, int D,
+                    const float *E, float *dE, float *dh);
 
 #endif

@@ -21,6 +21,7 @@ void br_train_config_defaults(br_train_config *tc) {
     tc->seed = 42;
     tc->use_basrec = 0;
     br_basrec_config_defaults(&tc->basrec);
+    br_loss_config_defaults(&tc->loss);
 }
 
 struct br_trainer {
@@ -34,12 +35,16 @@ struct br_trainer {
     int32_t n_rows;
     int64_t epoch_tokens;
     br_basrec *basrec;     /* NULL: plain training */
+    br_xent *xent;         /* plain training with a softmax loss */
+    int32_t *target;       /* [max_tok]: plain last-ce's masked targets */
     br_basrec_stats last;  /* of the last step */
 };
 
 void br_trainer_free(br_trainer *tr) {
     if (!tr) return;
     br_basrec_free(tr->basrec);
+    br_xent_free(tr->xent);
+    free(tr->target);
     br_batch_free(&tr->batch);
     free(tr->x);
     free(tr->h);
@@ -72,11 +77,18 @@ br_trainer *br_trainer_create(br_model *m, const br_dataset *ds, const br_train_
     tr->dh = br_xmalloc(act, err);
     tr->rows = br_xmalloc((size_t)ds->n_users * sizeof(int32_t), err);
     tr->order = br_xmalloc((size_t)ds->n_users * sizeof(int32_t), err);
-    if (!tr->x || !tr->h || !tr->dh || !tr->rows || !tr->order ||
+    const int plain_softmax = !tc->use_basrec && br_loss_is_softmax(tc->loss.kind);
+    const int plain_last = !tc->use_basrec && tc->loss.kind == BR_LOSS_LAST_CE;
+    if (plain_last) tr->target = br_xmalloc((size_t)max_tok * sizeof(int32_t), err);
+    if (!tr->x || !tr->h || !tr->dh || !tr->rows || !tr->order || (plain_last && !tr->target) ||
         br_batch_alloc(&tr->batch, tc->batch_size, max_tok, err) < 0 ||
         br_model_reserve(m, max_tok, tc->batch_size, err) < 0 ||
-        (tc->use_basrec &&
-         !(tr->basrec = br_basrec_create(&tc->basrec, m, ds, tc->batch_size, max_tok, err)))) {
+        (plain_softmax && !(tr->xent = br_xent_create(m->cfg.n_items, m->cfg.dim, BR_XENT_CHUNK,
+                                                       BR_XENT_BLOCK, err))) ||
+        (tc->use_basrec && (tc->basrec.operators & BR_OP_MASK) &&
+         br_model_add_mask_item(m, tc->seed, err) < 0) ||
+        (tc->use_basrec && !(tr->basrec = br_basrec_create(&tc->basrec, &tc->loss, m, ds,
+                                                           tc->batch_size, max_tok, err)))) {
         br_trainer_free(tr);
         return NULL;
     }
@@ -113,15 +125,21 @@ double br_trainer_step(br_trainer *tr, const int32_t *rows, int32_t n, uint64_t 
     return loss;
 }
 
-/* Forward, BCE and backward of the plain objective (stage 1). */
+/* Forward, loss and backward of the plain objective (stage 1). */
 static double plain_step(br_trainer *tr, const br_batch *b, uint64_t step_key) {
     br_model *m = tr->m;
     const int D = m->cfg.dim;
     const br_tokens tok = br_batch_tokens(b);
     br_model_gather(m, b->item, b->n_tok, tr->x);
     m->backbone->vt->forward(m->backbone, &m->params, &tok, tr->x, tr->h, 1, br_key(step_key, 2, 0));
-    const double loss = br_bce_loss(tr->h, b->target, b->neg, NULL, b->n_tok, D, br_model_items(m),
-                              br_pgrad(&m->params, m->item_emb), tr->dh, 1.0f);
+    const int32_t *target = b->target;
+    if (tr->tc.loss.kind == BR_LOSS_LAST_CE) {
+        memcpy(tr->target, b->target, (size_t)b->n_tok * sizeof(int32_t));
+        br_keep_last_targets(tr->target, b->seq_off, b->n_seq);
+        target = tr->target;
+    }
+    const double loss = br_loss_eval(&tr->tc.loss, tr->xent, tr->h, b->n_tok, target, b->neg, NULL, D,
+                                     br_model_items(m), br_pgrad(&m->params, m->item_emb), tr->dh);
     m->backbone->vt->backward(m->backbone, &m->params, &tok, tr->dh, tr->x);
     br_model_scatter_grad(m, b->item, b->n_tok, tr->x);
     return loss;
@@ -154,6 +172,7 @@ void br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress, br_epoch_stat
         st->basrec.loss_ssa += tr->last.loss_ssa;
         st->basrec.loss_csa += tr->last.loss_csa;
         st->basrec.aug_cosine += tr->last.aug_cosine;
+        st->basrec.tokens += tr->last.tokens;
         if (progress) progress_bar(epoch, k + 1, n_batches, st->loss / (k + 1));
     }
     if (n_batches == 0) return;
@@ -162,6 +181,7 @@ void br_trainer_epoch(br_trainer *tr, int32_t epoch, int progress, br_epoch_stat
     st->basrec.loss_ssa /= n_batches;
     st->basrec.loss_csa /= n_batches;
     st->basrec.aug_cosine /= n_batches;
+    st->basrec.tokens /= n_batches;
 }
 
 static double now_seconds(void) {
@@ -237,8 +257,9 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
                     epoch, loss, train_s);
             if (tc->use_basrec)
                 fprintf(io->metrics_log,
-                        ", \"loss_main\": %.6f, \"loss_ssa\": %.6f, \"loss_csa\": %.6f, \"aug_cosine\": %.6f",
-                        es.basrec.loss_main, es.basrec.loss_ssa, es.basrec.loss_csa, es.basrec.aug_cosine);
+                        ", \"loss_main\": %.6f, \"loss_ssa\": %.6f, \"loss_csa\": %.6f, \"aug_cosine\": %.6f, \"step_tokens\": %.1f",
+                        es.basrec.loss_main, es.basrec.loss_ssa, es.basrec.loss_csa, es.basrec.aug_cosine,
+                        es.basrec.tokens);
             if (validated) {
                 fprintf(io->metrics_log, ", \"valid\": ");
                 br_metrics_write_json(io->metrics_log, &valid);

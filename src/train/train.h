@@ -1,6 +1,7 @@
-/* Stage-1 (plain) training: BCE with one negative per position, Adam,
- * validation every epoch after start_valid, best checkpoint by valid
- * NDCG@20, early stopping, final test metrics of the best checkpoint. */
+/* Stage-1 (plain) training: BCE with one negative per position (or another
+ * loss of train/loss.h), Adam, validation every epoch after start_valid,
+ * best checkpoint by valid NDCG@20, early stopping, final test metrics of
+ * the best checkpoint. */
 #ifndef BR_TRAIN_TRAIN_H
 #define BR_TRAIN_TRAIN_H
 
@@ -19,8 +20,9 @@ typedef struct br_train_config {
     int32_t start_valid;  /* first epoch (0-based) that is validated */
     float lr, weight_decay;
     uint64_t seed;
-    int use_basrec;             /* stage-2 BASRec objective instead of plain BCE */
+    int use_basrec;             /* stage-2 BASRec objective instead of the plain one */
     br_basrec_config basrec;
+    br_loss_config loss;        /* of every loss term, plain or BASRec */
 } br_train_config;
 
 void br_train_config_defaults(br_train_config *tc);
@@ -49,7 +51,8 @@ typedef struct br_train_result {
 
 /* Trains m on ds. With io->resume the model, config and state are restored
  * from out_dir/last.safetensors (m must be zeroed then; otherwise m is a
- * freshly created model that is initialised from tc->seed). */
+ * freshly created model that is initialised from tc->seed). M-Mask adds the
+ * model's mask item (br_model_add_mask_item, from tc->seed) when it lacks it. */
 int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_train_io *io,
              br_train_result *res, br_error *err);
 
