@@ -387,5 +387,31 @@ else
     ko "make install ($(tail -n 5 "$T/make.out"))"
 fi
 
+# The whole path on a generated raw log: prepare -> train -> recommend ->
+# serve -> HTTP in original ids -> shutdown.
+"$BIN" synth --out "$T/raw_seq.txt" --users 300 --items 90 --seed 11
+awk 'BEGIN{print "user_id,item_id,timestamp"}
+     {for (i = 2; i <= NF; i++) print "u" $1 ",sku-" $i "," 1600000000 + 60 * i}' \
+    "$T/raw_seq.txt" >"$T/raw.csv"
+if "$BIN" prepare --input "$T/raw.csv" --out "$T/shop.txt" >/dev/null \
+    && "$BIN" train --data "$T/shop.txt" --out "$T/shop" --epochs 1 --hidden-size 16 --no-progress >/dev/null \
+    && "$BIN" recommend --checkpoint "$T/shop/best.safetensors" --item-map "$T/shop.txt.items.tsv" \
+        --data "$T/shop.txt" --users 1 --k 3 | grep -q '"items": \["sku-'; then
+    ok "raw log: prepare, train, recommend in original ids"
+else
+    ko "raw log: prepare, train, recommend in original ids"
+fi
+if start_server --checkpoint "$T/shop/best.safetensors" --item-map "$T/shop.txt.items.tsv" --threads 1; then
+    printf '{"items": ["%s", "%s"], "k": 3}' "$(sed -n 1p "$T/shop.txt.items.tsv" | cut -f2)" \
+        "$(sed -n 2p "$T/shop.txt.items.tsv" | cut -f2)" >"$T/raw_req.json"
+    code=$(http POST /recommend "$T/raw_req.json")
+    check "raw log: served recommendations in original ids" \
+        sh -c "[ '$code' = 200 ] && grep -q '\"items\": \\[\"sku-' '$T/body'"
+    stop_server TERM
+    check "raw log: server stops cleanly" [ "$STATUS" -eq 0 ]
+else
+    ko "raw log: server starts"
+fi
+
 echo "serve: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
