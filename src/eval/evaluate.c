@@ -96,6 +96,14 @@ int br_evaluate(br_model *m, const br_dataset *ds, br_split split, br_metrics *o
     br_exclusions ex = {ex_off, ex_items};
     if (br_rank_answers(repr, n, br_model_items(m), m->cfg.n_items, D, answer, &ex, rank, err) < 0)
         goto done;
+    /* Seen items are removed from the ranking, the answer included when it
+     * repeats an input item: such a user is a miss (rank past every item). */
+    for (int32_t u = 0; u < n; u++)
+        for (int64_t j = ex_off[u]; j < ex_off[u + 1]; j++)
+            if (ex_items[j] == answer[u]) {
+                rank[u] = m->cfg.n_items;
+                break;
+            }
     br_metrics_from_ranks(rank, n, out);
     rc = 0;
 done:

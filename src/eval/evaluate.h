@@ -16,7 +16,9 @@
 int br_encode_users(br_model *m, const br_dataset *ds, const int32_t *rows, int32_t n,
                     br_split split, float *repr, br_error *err);
 
-/* Full-ranking metrics of split VALID or TEST over all users. */
+/* Full-ranking metrics of split VALID or TEST over all users. The user's
+ * input items are removed from the ranking; when the answer is one of them
+ * (a repeat interaction) the user counts as a miss. */
 int br_evaluate(br_model *m, const br_dataset *ds, br_split split, br_metrics *out,
                 br_error *err);
 
