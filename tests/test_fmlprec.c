@@ -12,6 +12,7 @@
  * reference from the same float32 weights). The real DFT runs as float32
  * GEMMs of at most max_len terms, which adds nothing visible. */
 #include "testutil.h"
+#include "fixture_util.h"
 
 #include <math.h>
 #include <time.h>
@@ -26,21 +27,12 @@
 
 /* ---- fixture access --------------------------------------------------- */
 
-static int meta_int(const br_st_file *f, const char *key) {
-    const char *v = br_st_meta_get(f, key);
-    if (!v) fail_msg("fixture has no metadata '%s'", key);
-    return atoi(v);
-}
-
 /* Tensor "<case>/<name>" of the fixture, checked for dtype and size. */
 static const void *tensor(const br_st_file *f, const char *cs, const char *name, br_st_dtype dtype,
                           int64_t numel, const br_st_entry **out) {
     char full[BR_PARAM_NAME_MAX + 16];
     snprintf(full, sizeof full, "%s/%s", cs, name);
-    const br_st_entry *e = br_st_find(f, full);
-    if (!e) fail_msg("fixture has no tensor '%s'", full);
-    assert_int_equal(e->dtype, dtype);
-    assert_int_equal(e->numel, numel);
+    const br_st_entry *e = fx_entry(f, full, dtype, numel);
     if (out) *out = e;
     return e->data;
 }
@@ -62,11 +54,11 @@ static void fixture_case(fixture *fx, const br_st_file *f, const char *cs) {
     fx->cs = cs;
     br_model_config_defaults(&fx->cfg);
     strcpy(fx->cfg.model, "fmlprec");
-    fx->cfg.n_items = meta_int(f, "n_items");
-    fx->cfg.dim = meta_int(f, "hidden_size");
-    fx->cfg.n_layers = meta_int(f, "num_hidden_layers");
+    fx->cfg.n_items = fx_meta_int(f, "n_items");
+    fx->cfg.dim = fx_meta_int(f, "hidden_size");
+    fx->cfg.n_layers = fx_meta_int(f, "num_hidden_layers");
     snprintf(key, sizeof key, "%s.max_seq_length", cs);
-    fx->cfg.max_len = meta_int(f, key);
+    fx->cfg.max_len = fx_meta_int(f, key);
     /* The C dropout draws its own masks: parity is checked without dropout. */
     fx->cfg.hidden_dropout = fx->cfg.attn_dropout = 0.0f;
     char name[64];
@@ -86,112 +78,36 @@ static void fixture_case(fixture *fx, const br_st_file *f, const char *cs) {
     fx->loss = *(const float *)tensor(f, cs, "loss", BR_ST_F32, 1, NULL);
 }
 
-/* Creates the model and loads every parameter, by name, from the case. */
-static void model_load(br_model *m, const fixture *fx) {
-    br_error err;
-    if (br_model_create(m, &fx->cfg, &err) != 0) fail_msg("%s", err.msg);
-    for (int i = 0; i < m->params.n; i++) {
-        const br_param *p = &m->params.list[i];
-        const br_st_entry *e;
-        const void *data = tensor(fx->f, fx->cs, p->name, BR_ST_F32, (int64_t)p->numel, &e);
-        assert_int_equal(e->ndim, p->ndim);
-        for (int d = 0; d < p->ndim; d++) assert_int_equal(e->shape[d], p->shape[d]);
-        memcpy(br_pdata(&m->params, i), data, p->numel * sizeof(float));
-    }
-    br_params_zero_grad(&m->params);
-}
-
-/* ---- ragged batch ----------------------------------------------------- */
-
-/* The padded batch's real tokens, sequences taken in the given order. */
-typedef struct ragged {
-    int32_t n_seq, n_tok;
-    int32_t *seq_off, *pos, *item, *target, *neg;
-    int32_t *slot; /* b * L + j: the token's row in the padded batch */
-} ragged;
-
-static void ragged_build(ragged *r, const fixture *fx, const int *order) {
-    const int BL = fx->B * fx->L;
-    r->seq_off = calloc((size_t)fx->B + 1, sizeof(int32_t));
-    r->pos = malloc((size_t)BL * sizeof(int32_t));
-    r->item = malloc((size_t)BL * sizeof(int32_t));
-    r->target = malloc((size_t)BL * sizeof(int32_t));
-    r->neg = malloc((size_t)BL * sizeof(int32_t));
-    r->slot = malloc((size_t)BL * sizeof(int32_t));
-    assert_true(r->seq_off && r->pos && r->item && r->target && r->neg && r->slot);
-    r->n_seq = fx->B;
-    r->n_tok = 0;
-    for (int s = 0; s < fx->B; s++) {
-        const int b = order[s];
-        for (int j = 0; j < fx->L; j++) {
-            const int k = b * fx->L + j;
-            if (fx->input_ids[k] <= 0) continue;
-            r->pos[r->n_tok] = j; /* left padding: the position id is the slot */
-            r->item[r->n_tok] = (int32_t)fx->input_ids[k];
-            r->target[r->n_tok] = (int32_t)fx->target_pos[k];
-            r->neg[r->n_tok] = (int32_t)fx->target_neg[k];
-            r->slot[r->n_tok] = k;
-            r->n_tok++;
-        }
-        r->seq_off[s + 1] = r->n_tok;
-    }
-}
-
-static void ragged_free(ragged *r) {
-    free(r->seq_off);
-    free(r->pos);
-    free(r->item);
-    free(r->target);
-    free(r->neg);
-    free(r->slot);
-}
-
 /* ---- comparison ------------------------------------------------------- */
-
-/* max|c - ref| / max|ref| (absolute when ref is all zeros). */
-static double rel_err(const float *c, const float *ref, size_t n, double *scale) {
-    double diff = 0.0, mx = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        diff = fmax(diff, fabs((double)c[i] - (double)ref[i]));
-        mx = fmax(mx, fabs((double)ref[i]));
-    }
-    *scale = mx;
-    return mx > 0.0 ? diff / mx : diff;
-}
 
 /* One forward/backward of a case's batch in the given sequence order,
  * checked against the reference; returns the worst relative error. */
 static double check_batch(const fixture *fx, const int *order, int verbose) {
     br_model m;
-    ragged r;
+    fx_ragged r;
     br_error err;
-    model_load(&m, fx);
-    ragged_build(&r, fx, order);
+    char prefix[32], label[32];
+    snprintf(prefix, sizeof prefix, "%s/", fx->cs);
+    snprintf(label, sizeof label, "%s ", fx->cs);
+    fx_model_load(&m, &fx->cfg, fx->f, prefix);
+    fx_ragged_from_padded(&r, fx->B, fx->L, fx->input_ids, fx->target_pos, fx->target_neg, order);
     const int T = r.n_tok, D = fx->D;
     if (br_model_reserve(&m, T, r.n_seq, &err) != 0) fail_msg("%s", err.msg);
     float *x = malloc((size_t)T * D * sizeof(float));
     float *h = malloc((size_t)T * D * sizeof(float));
     float *dh = malloc((size_t)T * D * sizeof(float));
-    float *ref = malloc((size_t)T * D * sizeof(float));
-    assert_true(x && h && dh && ref);
+    assert_true(x && h && dh);
 
-    const br_tokens tok = {r.n_seq, r.n_tok, r.seq_off, r.pos};
+    const br_tokens tok = fx_ragged_tokens(&r);
     br_backbone *bb = m.backbone;
     br_model_gather(&m, r.item, T, x);
     bb->vt->forward(bb, &m.params, &tok, x, h, 1, 7);
 
-    for (int t = 0; t < T; t++)
-        memcpy(ref + (size_t)t * D, fx->sequence_output + (size_t)r.slot[t] * D, (size_t)D * sizeof(float));
-    double scale, e = rel_err(h, ref, (size_t)T * D, &scale), worst = e;
-    if (verbose) print_message("%s sequence_output: rel err %.3g (max |ref| %.3g)\n", fx->cs, e, scale);
-    assert_true(e <= RTOL);
+    double worst = fx_check_rows(label, h, fx->sequence_output, r.slot, T, D, RTOL, verbose);
 
     const double loss = br_bce_loss(h, r.target, r.neg, NULL, T, D, br_model_items(&m),
                                     br_pgrad(&m.params, m.item_emb), dh, 1.0f);
-    e = fabs(loss - fx->loss) / fabs(fx->loss);
-    if (verbose) print_message("%s loss %.9f vs %.9f: rel err %.3g\n", fx->cs, loss, (double)fx->loss, e);
-    assert_true(e <= RTOL);
-    worst = fmax(worst, e);
+    worst = fmax(worst, fx_check_loss(label, loss, fx->loss, RTOL, verbose));
 
     bb->vt->backward(bb, &m.params, &tok, dh, x);
     br_model_scatter_grad(&m, r.item, T, x);
@@ -201,7 +117,8 @@ static double check_batch(const fixture *fx, const int *order, int verbose) {
         const br_param *p = &m.params.list[i];
         snprintf(name, sizeof name, "grad.%s", p->name);
         const float *g_ref = tensor(fx->f, fx->cs, name, BR_ST_F32, (int64_t)p->numel, NULL);
-        e = rel_err(br_pgrad(&m.params, i), g_ref, p->numel, &scale);
+        double scale;
+        const double e = fx_rel_err(br_pgrad(&m.params, i), g_ref, p->numel, 0.0, &scale);
         if (verbose) print_message("%s %-54s rel err %.3g (scale %.3g)\n", fx->cs, name, e, scale);
         if (e > RTOL) fail_msg("%s %s: rel err %.3g", fx->cs, name, e);
         worst = fmax(worst, e);
@@ -210,8 +127,7 @@ static double check_batch(const fixture *fx, const int *order, int verbose) {
     free(x);
     free(h);
     free(dh);
-    free(ref);
-    ragged_free(&r);
+    fx_ragged_free(&r);
     br_model_free(&m);
     return worst;
 }
@@ -250,12 +166,11 @@ static void test_forward_backward_match_reference(void **state) {
 /* The padded layout is built per batch: sequences must not interact, in
  * whichever order they come. */
 static void parity_shuffled(const fixture *fx) {
-    int order[64], k = 0;
+    int order[64];
     assert_true(fx->B <= 64);
-    for (int s = 0; s < fx->B; s++) order[s] = fx->B - 1 - s;
+    fx_order_reversed(order, fx->B);
     check_batch(fx, order, 0);
-    for (int s = 1; s < fx->B; s += 2) order[k++] = s;
-    for (int s = 0; s < fx->B; s += 2) order[k++] = s;
+    fx_order_odd_even(order, fx->B);
     check_batch(fx, order, 0);
 }
 
@@ -332,28 +247,7 @@ static double model_obj(model_ctx *c) {
 #define TOL_DIR 1e-3
 #define FLOOR 1e-2
 
-static double fd_rel(double fd, double an, double floor) {
-    return fabs(fd - an) / fmax(fmax(fabs(fd), fabs(an)), floor);
-}
-
-/* Central difference at entry i of x (gradient g); divides by the step
- * actually stored in float. */
-static double fd_entry(model_ctx *c, const char *name, float *x, const float *g, long i) {
-    const float x0 = x[i];
-    x[i] = x0 + EPS;
-    const float xp = x[i];
-    const double fp = model_obj(c);
-    x[i] = x0 - EPS;
-    const float xm = x[i];
-    const double fm = model_obj(c);
-    x[i] = x0;
-    const double fd = (fp - fm) / ((double)xp - (double)xm);
-    const double e = fd_rel(fd, g[i], FLOOR);
-    if (e > TOL)
-        fail_msg("%s[%ld]: finite difference %.7g, analytic %.7g (rel err %.2e)", name, i, fd,
-                 (double)g[i], e);
-    return e;
-}
+static double obj(void *c) { return model_obj(c); }
 
 static void test_finite_differences(void **state) {
     br_model_config cfg;
@@ -430,7 +324,7 @@ static void test_finite_differences(void **state) {
             for (; n < 8; n++) idx[n] = (long)br_rng_below(&r, pi->numel);
         }
         for (int k = 0; k < n; k++) {
-            const double e = fd_entry(&c, pi->name, x, g, idx[k]);
+            const double e = fx_fd_entry(obj, &c, pi->name, x, idx[k], g[idx[k]], EPS, FLOOR, TOL);
             if (e > worst) worst = e, worst_name = pi->name;
         }
     }
@@ -438,27 +332,13 @@ static void test_finite_differences(void **state) {
     for (int d = 0; d < cfg.dim; d++) assert_true(br_pgrad(&m.params, m.item_emb)[d] == 0.0f);
 
     /* Directional derivative over all parameters at once. */
-    const long P = (long)m.params.total;
-    float *orig = malloc((size_t)P * sizeof(float)), *dir = malloc((size_t)P * sizeof(float));
-    assert_true(orig && dir);
-    memcpy(orig, m.params.data, (size_t)P * sizeof(float));
-    for (long i = 0; i < P; i++) dir[i] = EPS_DIR * (float)br_rng_normal(&r);
-    for (long i = 0; i < P; i++) m.params.data[i] = orig[i] + dir[i];
-    const double fp = model_obj(&c);
-    double an = 0.0;
-    for (long i = 0; i < P; i++) {
-        const float xp = m.params.data[i];
-        m.params.data[i] = orig[i] - dir[i];
-        an += (double)m.params.grad[i] * ((double)xp - (double)m.params.data[i]);
-    }
-    const double fm = model_obj(&c);
-    memcpy(m.params.data, orig, (size_t)P * sizeof(float));
-    const double e_dir = fd_rel(fp - fm, an, FLOOR * 2.0 * EPS_DIR);
+    double fd;
+    const double an = fx_fd_direction(&m.params, obj, &c, EPS_DIR, &r, &fd);
+    const double e_dir = fx_fd_rel(fd, an, FLOOR * 2.0 * EPS_DIR);
     print_message("fmlprec loss (dropout 0.1): worst entry %.1e (%s) | direction %.1e (%.7g vs %.7g)\n",
-                  worst, worst_name, e_dir, fp - fm, an);
+                  worst, worst_name, e_dir, fd, an);
     assert_true(e_dir <= TOL_DIR);
 
-    free(orig), free(dir);
     free(c.x), free(c.h), free(c.dh), free(c.dE), free(dh), free(dx);
     batch_free(&b);
     br_model_free(&m);

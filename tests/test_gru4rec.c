@@ -11,6 +11,7 @@
  * are differences of large terms, so their error follows the tensor's
  * scale, hence relative to the max. */
 #include "testutil.h"
+#include "fixture_util.h"
 
 #include <math.h>
 
@@ -29,15 +30,6 @@ static float *alloc_f(long n) {
 }
 
 /* ---- fixture ----------------------------------------------------------- */
-
-static const br_st_entry *entry(const br_st_file *f, const char *name, br_st_dtype dtype,
-                                int64_t numel) {
-    const br_st_entry *e = br_st_find(f, name);
-    if (!e) fail_msg("fixture has no tensor '%s'", name);
-    assert_int_equal(e->dtype, dtype);
-    assert_int_equal(e->numel, numel);
-    return e;
-}
 
 /* The fixture's ragged batch: B sequences, T tokens, in fixture order. */
 typedef struct fixture {
@@ -70,66 +62,21 @@ static void fixture_load(fixture *fx) {
     fx->T = 0;
     for (int s = 0; s < fx->B; s++) fx->T += (int)fx->seq_len[s];
     fx->D = fx->cfg.dim;
-    fx->input_ids = entry(&fx->f, "input_ids", BR_ST_I64, fx->T)->data;
-    fx->target_pos = entry(&fx->f, "target_pos", BR_ST_I64, fx->T)->data;
-    fx->target_neg = entry(&fx->f, "target_neg", BR_ST_I64, fx->T)->data;
-    fx->sequence_output = entry(&fx->f, "sequence_output", BR_ST_F32, (int64_t)fx->T * fx->D)->data;
-    fx->loss = *(const float *)entry(&fx->f, "loss", BR_ST_F32, 1)->data;
-}
-
-/* Creates the model by name and loads every parameter, by name, from the fixture. */
-static void model_load(br_model *m, const fixture *fx) {
-    br_error err;
-    if (br_model_create(m, &fx->cfg, &err) != 0) fail_msg("%s", err.msg);
-    for (int i = 0; i < m->params.n; i++) {
-        const br_param *p = &m->params.list[i];
-        const br_st_entry *e = entry(&fx->f, p->name, BR_ST_F32, (int64_t)p->numel);
-        assert_int_equal(e->ndim, p->ndim);
-        for (int d = 0; d < p->ndim; d++) assert_int_equal(e->shape[d], p->shape[d]);
-        memcpy(br_pdata(&m->params, i), e->data, p->numel * sizeof(float));
-    }
-    br_params_zero_grad(&m->params);
-}
-
-/* A ragged batch owned by the test. */
-typedef struct ragged {
-    int32_t n_seq, n_tok;
-    int32_t *seq_off, *pos, *item, *target, *neg;
-    int32_t *src; /* the token's index in the fixture's order */
-} ragged;
-
-static void ragged_alloc(ragged *r, int n_seq, int n_tok) {
-    r->n_seq = n_seq;
-    r->n_tok = n_tok;
-    r->seq_off = calloc((size_t)n_seq + 1, sizeof(int32_t));
-    r->pos = calloc((size_t)n_tok + 1, sizeof(int32_t));
-    r->item = calloc((size_t)n_tok + 1, sizeof(int32_t));
-    r->target = calloc((size_t)n_tok + 1, sizeof(int32_t));
-    r->neg = calloc((size_t)n_tok + 1, sizeof(int32_t));
-    r->src = calloc((size_t)n_tok + 1, sizeof(int32_t));
-    assert_true(r->seq_off && r->pos && r->item && r->target && r->neg && r->src);
-}
-
-static void ragged_free(ragged *r) {
-    free(r->seq_off);
-    free(r->pos);
-    free(r->item);
-    free(r->target);
-    free(r->neg);
-    free(r->src);
-}
-
-static br_tokens ragged_tokens(const ragged *r) {
-    return (br_tokens){r->n_seq, r->n_tok, r->seq_off, r->pos};
+    fx->input_ids = fx_entry(&fx->f, "input_ids", BR_ST_I64, fx->T)->data;
+    fx->target_pos = fx_entry(&fx->f, "target_pos", BR_ST_I64, fx->T)->data;
+    fx->target_neg = fx_entry(&fx->f, "target_neg", BR_ST_I64, fx->T)->data;
+    fx->sequence_output = fx_entry(&fx->f, "sequence_output", BR_ST_F32, (int64_t)fx->T * fx->D)->data;
+    fx->loss = *(const float *)fx_entry(&fx->f, "loss", BR_ST_F32, 1)->data;
 }
 
 /* The fixture's sequences in the given order. */
-static void ragged_from_fixture(ragged *r, const fixture *fx, const int *order) {
+static void ragged_from_fixture(fx_ragged *r, const fixture *fx, const int *order) {
     int32_t start[64];
     assert_true(fx->B <= 64);
     start[0] = 0;
     for (int s = 1; s < fx->B; s++) start[s] = start[s - 1] + (int32_t)fx->seq_len[s - 1];
-    ragged_alloc(r, fx->B, fx->T);
+    fx_ragged_alloc(r, fx->B, fx->T);
+    r->n_tok = fx->T;
     int t = 0;
     for (int s = 0; s < fx->B; s++) {
         const int b = order[s], n = (int)fx->seq_len[b];
@@ -139,7 +86,7 @@ static void ragged_from_fixture(ragged *r, const fixture *fx, const int *order) 
             r->item[t] = (int32_t)fx->input_ids[k];
             r->target[t] = (int32_t)fx->target_pos[k];
             r->neg[t] = (int32_t)fx->target_neg[k];
-            r->src[t] = k;
+            r->slot[t] = k;
         }
         r->seq_off[s + 1] = t;
     }
@@ -147,73 +94,35 @@ static void ragged_from_fixture(ragged *r, const fixture *fx, const int *order) 
 
 /* ---- parity ------------------------------------------------------------ */
 
-static double max_abs(const float *x, size_t n) {
-    double mx = 0.0;
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)x[i]));
-    return mx;
-}
-
-/* max|c - ref| / max|ref|; the scale is returned too. */
-static double rel_err(const float *c, const float *ref, size_t n, double *scale) {
-    double diff = 0.0;
-    for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)c[i] - (double)ref[i]));
-    *scale = max_abs(ref, n);
-    return *scale > 0.0 ? diff / *scale : diff;
-}
-
 /* One forward/backward of the fixture batch in the given sequence order,
  * checked against the reference; verbose prints every tensor's error. */
 static void check_batch(const fixture *fx, const int *order, int verbose) {
     br_model m;
-    ragged r;
+    fx_ragged r;
     br_error err;
-    model_load(&m, fx);
+    fx_model_load(&m, &fx->cfg, &fx->f, "");
     ragged_from_fixture(&r, fx, order);
     const int T = r.n_tok, D = fx->D;
     if (br_model_reserve(&m, T, r.n_seq, &err) != 0) fail_msg("%s", err.msg);
     float *x = alloc_f((long)T * D), *h = alloc_f((long)T * D), *dh = alloc_f((long)T * D);
-    float *ref = alloc_f((long)T * D);
 
-    const br_tokens tok = ragged_tokens(&r);
+    const br_tokens tok = fx_ragged_tokens(&r);
     br_backbone *bb = m.backbone;
     br_model_gather(&m, r.item, T, x);
     bb->vt->forward(bb, &m.params, &tok, x, h, 1, 7);
-
-    for (int t = 0; t < T; t++)
-        memcpy(ref + (size_t)t * D, fx->sequence_output + (size_t)r.src[t] * D, (size_t)D * sizeof(float));
-    double scale, e = rel_err(h, ref, (size_t)T * D, &scale);
-    if (verbose) print_message("sequence_output: rel err %.3g (max |ref| %.3g)\n", e, scale);
-    assert_true(e <= RTOL);
+    fx_check_rows("", h, fx->sequence_output, r.slot, T, D, RTOL, verbose);
 
     const double loss = br_bce_loss(h, r.target, r.neg, NULL, T, D, br_model_items(&m),
                                     br_pgrad(&m.params, m.item_emb), dh, 1.0f);
-    e = fabs(loss - fx->loss) / fabs(fx->loss);
-    if (verbose) print_message("loss %.9f vs %.9f: rel err %.3g\n", loss, (double)fx->loss, e);
-    assert_true(e <= RTOL);
+    fx_check_loss("", loss, fx->loss, RTOL, verbose);
 
     /* x is free again: it takes the input-embedding gradient. */
     bb->vt->backward(bb, &m.params, &tok, dh, x);
     br_model_scatter_grad(&m, r.item, T, x);
+    fx_check_grads(&m, &fx->f, 32, NULL, NULL, RTOL, verbose);
 
-    double worst = 0.0;
-    const char *worst_name = "";
-    char name[BR_PARAM_NAME_MAX + 8];
-    for (int i = 0; i < m.params.n; i++) {
-        const br_param *p = &m.params.list[i];
-        snprintf(name, sizeof name, "grad.%s", p->name);
-        const float *g_ref = entry(&fx->f, name, BR_ST_F32, (int64_t)p->numel)->data;
-        e = rel_err(br_pgrad(&m.params, i), g_ref, p->numel, &scale);
-        if (verbose) print_message("%-32s rel err %.3g (scale %.3g)\n", name, e, scale);
-        if (e > worst) {
-            worst = e;
-            worst_name = p->name;
-        }
-    }
-    print_message("worst gradient rel err %.3g (%s)\n", worst, worst_name);
-    assert_true(worst <= RTOL);
-
-    free(x), free(h), free(dh), free(ref);
-    ragged_free(&r);
+    free(x), free(h), free(dh);
+    fx_ragged_free(&r);
     br_model_free(&m);
 }
 
@@ -232,11 +141,9 @@ static void test_sequence_order_does_not_matter(void **state) {
     fixture fx;
     fixture_load(&fx);
     int order[64];
-    for (int s = 0; s < fx.B; s++) order[s] = fx.B - 1 - s;
+    fx_order_reversed(order, fx.B);
     check_batch(&fx, order, 0);
-    int k = 0;
-    for (int s = 1; s < fx.B; s += 2) order[k++] = s;
-    for (int s = 0; s < fx.B; s += 2) order[k++] = s;
+    fx_order_odd_even(order, fx.B);
     check_batch(&fx, order, 0);
     br_st_free(&fx.f);
 }
@@ -251,7 +158,7 @@ static const int fd_lens[FD_NSEQ] = {4, 1, 0, 7, 3};
 
 typedef struct fd_ctx {
     br_model m;
-    ragged r;
+    fx_ragged r;
     float *x, *h, *dh, *dE; /* dh, dE: scratch the loss writes during differencing */
     uint64_t key;
 } fd_ctx;
@@ -268,7 +175,8 @@ static void fd_setup(fd_ctx *c, float dropout) {
     br_model_init_weights(&c->m, 23);
     int n_tok = 0;
     for (int s = 0; s < FD_NSEQ; s++) n_tok += fd_lens[s];
-    ragged_alloc(&c->r, FD_NSEQ, n_tok);
+    fx_ragged_alloc(&c->r, FD_NSEQ, n_tok);
+    c->r.n_tok = n_tok;
     br_rng rng;
     br_rng_seed(&rng, 23, 2);
     int t = 0;
@@ -289,13 +197,13 @@ static void fd_setup(fd_ctx *c, float dropout) {
 
 static void fd_teardown(fd_ctx *c) {
     free(c->x), free(c->h), free(c->dh), free(c->dE);
-    ragged_free(&c->r);
+    fx_ragged_free(&c->r);
     br_model_free(&c->m);
 }
 
 /* The training loss as the trainer computes it, dropout on. */
 static double fd_loss(fd_ctx *c) {
-    const br_tokens tok = ragged_tokens(&c->r);
+    const br_tokens tok = fx_ragged_tokens(&c->r);
     br_model_gather(&c->m, c->r.item, c->r.n_tok, c->x);
     c->m.backbone->vt->forward(c->m.backbone, &c->m.params, &tok, c->x, c->h, 1, c->key);
     return br_bce_loss(c->h, c->r.target, c->r.neg, NULL, c->r.n_tok, c->m.cfg.dim,
@@ -313,28 +221,7 @@ static double fd_loss(fd_ctx *c) {
 #define FD_TOL_DIR 1e-3
 #define FD_FLOOR 1e-2
 
-static double fd_rel(double fd, double an, double floor) {
-    return fabs(fd - an) / fmax(fmax(fabs(fd), fabs(an)), floor);
-}
-
-/* Checks entry i of parameter tensor w (gradient g); returns the rel error. */
-static double fd_entry(fd_ctx *c, const char *name, float *w, const float *g, long i) {
-    const float w0 = w[i];
-    w[i] = w0 + FD_EPS;
-    const float wp = w[i];
-    const double fp = fd_loss(c);
-    w[i] = w0 - FD_EPS;
-    const float wm = w[i];
-    const double fm = fd_loss(c);
-    w[i] = w0;
-    /* Divide by the step actually stored in float. */
-    const double fd = (fp - fm) / ((double)wp - (double)wm);
-    const double e = fd_rel(fd, g[i], FD_FLOOR);
-    if (e > FD_TOL)
-        fail_msg("%s[%ld]: finite difference %.7g, analytic %.7g (rel err %.2e)", name, i, fd,
-                 (double)g[i], e);
-    return e;
-}
+static double fd_obj(void *c) { return fd_loss(c); }
 
 static void test_gradients_finite_differences(void **state) {
     fd_ctx c;
@@ -342,7 +229,7 @@ static void test_gradients_finite_differences(void **state) {
     br_params *P = &c.m.params;
     const int D = c.m.cfg.dim;
     br_params_zero_grad(P);
-    const br_tokens tok = ragged_tokens(&c.r);
+    const br_tokens tok = fx_ragged_tokens(&c.r);
     float *dx = alloc_f((long)c.r.n_tok * D);
     br_model_gather(&c.m, c.r.item, c.r.n_tok, c.x);
     c.m.backbone->vt->forward(c.m.backbone, P, &tok, c.x, c.h, 1, c.key);
@@ -373,33 +260,21 @@ static void test_gradients_finite_differences(void **state) {
             } else {
                 idx = (long)br_rng_below(&rng, (uint64_t)pi->numel);
             }
-            e_t = fmax(e_t, fd_entry(&c, pi->name, w, g, idx));
+            e_t = fmax(e_t, fx_fd_entry(fd_obj, &c, pi->name, w, idx, g[idx], FD_EPS, FD_FLOOR, FD_TOL));
         }
         print_message("%-26s worst entry rel err %.1e\n", pi->name, e_t);
         if (e_t > worst) worst = e_t, worst_name = pi->name;
     }
 
     /* Directional derivative over all parameters at once. */
-    const long n = (long)P->total;
-    float *orig = alloc_f(n), *dir = alloc_f(n);
-    memcpy(orig, P->data, (size_t)n * sizeof(float));
-    for (long i = 0; i < n; i++) dir[i] = FD_EPS_DIR * (float)br_rng_normal(&rng);
-    for (long i = 0; i < n; i++) P->data[i] = orig[i] + dir[i];
-    const double fp = fd_loss(&c);
-    double an = 0.0;
-    for (long i = 0; i < n; i++) {
-        const float wp = P->data[i];
-        P->data[i] = orig[i] - dir[i];
-        an += (double)P->grad[i] * ((double)wp - (double)P->data[i]);
-    }
-    const double fm = fd_loss(&c);
-    memcpy(P->data, orig, (size_t)n * sizeof(float));
-    const double e_dir = fd_rel(fp - fm, an, FD_FLOOR * 2.0 * FD_EPS_DIR);
+    double fd;
+    const double an = fx_fd_direction(P, fd_obj, &c, FD_EPS_DIR, &rng, &fd);
+    const double e_dir = fx_fd_rel(fd, an, FD_FLOOR * 2.0 * FD_EPS_DIR);
     print_message("gru4rec loss: worst entry %.1e (%s) | direction %.1e\n", worst, worst_name, e_dir);
     if (e_dir > FD_TOL_DIR)
-        fail_msg("directional difference %.7g, analytic %.7g (rel err %.2e)", fp - fm, an, e_dir);
+        fail_msg("directional difference %.7g, analytic %.7g (rel err %.2e)", fd, an, e_dir);
 
-    free(orig), free(dir), free(dx);
+    free(dx);
     fd_teardown(&c);
 }
 
@@ -409,7 +284,7 @@ static void test_dropout_is_keyed(void **state) {
     fd_ctx c;
     fd_setup(&c, 0.5f);
     const size_t bytes = (size_t)c.r.n_tok * c.m.cfg.dim * sizeof(float);
-    const br_tokens tok = ragged_tokens(&c.r);
+    const br_tokens tok = fx_ragged_tokens(&c.r);
     br_backbone *bb = c.m.backbone;
     float *a = alloc_f((long)c.r.n_tok * c.m.cfg.dim), *b = alloc_f((long)c.r.n_tok * c.m.cfg.dim);
     br_model_gather(&c.m, c.r.item, c.r.n_tok, c.x);

@@ -12,6 +12,7 @@
  * roundoffs of each tensor's scale; 1e-5 leaves margin for BLAS and thread
  * reorderings yet fails on any real deviation (a wrong tap, eps or mask). */
 #include "testutil.h"
+#include "fixture_util.h"
 
 #include <math.h>
 #include <time.h>
@@ -25,21 +26,6 @@
 #define RTOL 1e-5
 
 /* ---- fixture access --------------------------------------------------- */
-
-static int meta_int(const br_st_file *f, const char *key) {
-    const char *v = br_st_meta_get(f, key);
-    if (!v) fail_msg("fixture has no metadata '%s'", key);
-    return atoi(v);
-}
-
-static const br_st_entry *entry(const br_st_file *f, const char *name, br_st_dtype dtype,
-                                int64_t numel) {
-    const br_st_entry *e = br_st_find(f, name);
-    if (!e) fail_msg("fixture has no tensor '%s'", name);
-    assert_int_equal(e->dtype, dtype);
-    assert_int_equal(e->numel, numel);
-    return e;
-}
 
 /* The fixture's left-padded batch: B sequences of L slots, item 0 = padding. */
 typedef struct fixture {
@@ -55,13 +41,13 @@ static void fixture_load(fixture *fx) {
     br_error err;
     if (br_st_read(FIXTURE, &fx->f, &err) != 0) fail_msg("%s", err.msg);
     /* The C layout is fixed: the fixture must describe the same one. */
-    assert_int_equal(meta_int(&fx->f, "kernel_size"), 3);
+    assert_int_equal(fx_meta_int(&fx->f, "kernel_size"), 3);
     assert_string_equal(br_st_meta_get(&fx->f, "dilations"), "1,4");
     br_model_config_defaults(&fx->cfg);
     strcpy(fx->cfg.model, "nextitnet");
-    fx->cfg.n_items = meta_int(&fx->f, "n_items");
-    fx->cfg.dim = meta_int(&fx->f, "hidden_size");
-    fx->cfg.n_layers = meta_int(&fx->f, "num_blocks");
+    fx->cfg.n_items = fx_meta_int(&fx->f, "n_items");
+    fx->cfg.dim = fx_meta_int(&fx->f, "hidden_size");
+    fx->cfg.n_layers = fx_meta_int(&fx->f, "num_blocks");
     fx->cfg.hidden_dropout = fx->cfg.attn_dropout = 0.0f;
     const br_st_entry *ids = br_st_find(&fx->f, "input_ids");
     assert_non_null(ids);
@@ -71,72 +57,21 @@ static void fixture_load(fixture *fx) {
     fx->D = fx->cfg.dim;
     fx->cfg.max_len = fx->L;
     const int64_t BL = (int64_t)fx->B * fx->L;
-    fx->input_ids = entry(&fx->f, "input_ids", BR_ST_I64, BL)->data;
-    fx->target_pos = entry(&fx->f, "target_pos", BR_ST_I64, BL)->data;
-    fx->target_neg = entry(&fx->f, "target_neg", BR_ST_I64, BL)->data;
-    fx->sequence_output = entry(&fx->f, "sequence_output", BR_ST_F32, BL * fx->D)->data;
-    fx->loss = *(const float *)entry(&fx->f, "loss", BR_ST_F32, 1)->data;
-}
-
-/* Creates the model and loads every parameter, by name and shape. */
-static void model_load(br_model *m, const fixture *fx) {
-    br_error err;
-    if (br_model_create(m, &fx->cfg, &err) != 0) fail_msg("%s", err.msg);
-    for (int i = 0; i < m->params.n; i++) {
-        const br_param *p = &m->params.list[i];
-        const br_st_entry *e = entry(&fx->f, p->name, BR_ST_F32, (int64_t)p->numel);
-        assert_int_equal(e->ndim, p->ndim);
-        for (int d = 0; d < p->ndim; d++) assert_int_equal(e->shape[d], p->shape[d]);
-        memcpy(br_pdata(&m->params, i), e->data, p->numel * sizeof(float));
-    }
-    br_params_zero_grad(&m->params);
+    fx->input_ids = fx_entry(&fx->f, "input_ids", BR_ST_I64, BL)->data;
+    fx->target_pos = fx_entry(&fx->f, "target_pos", BR_ST_I64, BL)->data;
+    fx->target_neg = fx_entry(&fx->f, "target_neg", BR_ST_I64, BL)->data;
+    fx->sequence_output = fx_entry(&fx->f, "sequence_output", BR_ST_F32, BL * fx->D)->data;
+    fx->loss = *(const float *)fx_entry(&fx->f, "loss", BR_ST_F32, 1)->data;
 }
 
 /* ---- ragged batch ----------------------------------------------------- */
 
-typedef struct ragged {
-    int32_t n_seq, n_tok;
-    int32_t *seq_off, *pos, *item, *target, *neg;
-    int32_t *slot; /* b * L + j: the token's row in the padded batch */
-} ragged;
-
-static void ragged_alloc(ragged *r, int n_seq, int n_tok) {
-    r->seq_off = calloc((size_t)n_seq + 1, sizeof(int32_t));
-    r->pos = calloc((size_t)n_tok, sizeof(int32_t));
-    r->item = calloc((size_t)n_tok, sizeof(int32_t));
-    r->target = calloc((size_t)n_tok, sizeof(int32_t));
-    r->neg = calloc((size_t)n_tok, sizeof(int32_t));
-    r->slot = calloc((size_t)n_tok, sizeof(int32_t));
-    assert_true(r->seq_off && r->pos && r->item && r->target && r->neg && r->slot);
-    r->n_seq = n_seq;
-    r->n_tok = 0;
-}
-
-/* The fixture's real tokens, sequences taken in the given order. */
-static void ragged_from_fixture(ragged *r, const fixture *fx, const int *order) {
-    ragged_alloc(r, fx->B, fx->B * fx->L);
-    for (int s = 0; s < fx->B; s++) {
-        const int b = order[s];
-        for (int j = 0; j < fx->L; j++) {
-            const int k = b * fx->L + j;
-            if (fx->input_ids[k] <= 0) continue;
-            r->pos[r->n_tok] = j;
-            r->item[r->n_tok] = (int32_t)fx->input_ids[k];
-            r->target[r->n_tok] = (int32_t)fx->target_pos[k];
-            r->neg[r->n_tok] = (int32_t)fx->target_neg[k];
-            r->slot[r->n_tok] = k;
-            r->n_tok++;
-        }
-        r->seq_off[s + 1] = r->n_tok;
-    }
-}
-
 /* Random sequences of the given lengths over items 1..n_items, with
  * next-item targets and negatives. */
-static void ragged_random(ragged *r, const int *lens, int n_seq, int n_items, br_rng *rng) {
+static void ragged_random(fx_ragged *r, const int *lens, int n_seq, int n_items, br_rng *rng) {
     int total = 0;
     for (int s = 0; s < n_seq; s++) total += lens[s];
-    ragged_alloc(r, n_seq, total);
+    fx_ragged_alloc(r, n_seq, total);
     for (int s = 0; s < n_seq; s++) {
         const int n = lens[s];
         for (int j = 0; j < n; j++) {
@@ -150,26 +85,17 @@ static void ragged_random(ragged *r, const int *lens, int n_seq, int n_items, br
     }
 }
 
-static void ragged_free(ragged *r) {
-    free(r->seq_off);
-    free(r->pos);
-    free(r->item);
-    free(r->target);
-    free(r->neg);
-    free(r->slot);
-}
-
 /* ---- one training step ------------------------------------------------ */
 
 /* Buffers of one forward/backward over a ragged batch. */
 typedef struct step {
     br_model *m;
-    const ragged *r;
+    const fx_ragged *r;
     float *x, *h, *dh, *dx, *dE; /* dE: scratch for objective-only loss calls */
     uint64_t key;
 } step;
 
-static void step_init(step *s, br_model *m, const ragged *r, uint64_t key) {
+static void step_init(step *s, br_model *m, const fx_ragged *r, uint64_t key) {
     br_error err;
     const size_t TD = (size_t)r->n_tok * m->cfg.dim;
     s->m = m, s->r = r, s->key = key;
@@ -186,15 +112,10 @@ static void step_free(step *s) {
     free(s->x), free(s->h), free(s->dh), free(s->dx), free(s->dE);
 }
 
-static br_tokens step_tokens(const step *s) {
-    const br_tokens tok = {s->r->n_seq, s->r->n_tok, s->r->seq_off, s->r->pos};
-    return tok;
-}
-
 /* Forward and loss; the loss's dE goes to the gradient (grad_E) or scratch. */
 static double step_loss(step *s, int grad_E) {
     br_model *m = s->m;
-    const br_tokens tok = step_tokens(s);
+    const br_tokens tok = fx_ragged_tokens(s->r);
     br_model_gather(m, s->r->item, s->r->n_tok, s->x);
     m->backbone->vt->forward(m->backbone, &m->params, &tok, s->x, s->h, 1, s->key);
     return br_bce_loss(s->h, s->r->target, s->r->neg, NULL, s->r->n_tok, m->cfg.dim,
@@ -206,7 +127,7 @@ static double step_loss(step *s, int grad_E) {
 static double step_full(step *s) {
     br_params_zero_grad(&s->m->params);
     const double loss = step_loss(s, 1);
-    const br_tokens tok = step_tokens(s);
+    const br_tokens tok = fx_ragged_tokens(s->r);
     s->m->backbone->vt->backward(s->m->backbone, &s->m->params, &tok, s->dh, s->dx);
     br_model_scatter_grad(s->m, s->r->item, s->r->n_tok, s->dx);
     return loss;
@@ -214,58 +135,20 @@ static double step_full(step *s) {
 
 /* ---- parity ----------------------------------------------------------- */
 
-static double max_abs(const float *x, size_t n) {
-    double mx = 0.0;
-    for (size_t i = 0; i < n; i++) mx = fmax(mx, fabs((double)x[i]));
-    return mx;
-}
-
-/* max|c - ref| / max|ref|. */
-static double rel_err(const float *c, const float *ref, size_t n, double *scale) {
-    double diff = 0.0;
-    for (size_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)c[i] - (double)ref[i]));
-    *scale = max_abs(ref, n);
-    return *scale > 0.0 ? diff / *scale : diff;
-}
-
 static void check_batch(const fixture *fx, const int *order, int verbose) {
     br_model m;
-    ragged r;
+    fx_ragged r;
     step s;
-    model_load(&m, fx);
-    ragged_from_fixture(&r, fx, order);
+    fx_model_load(&m, &fx->cfg, &fx->f, "");
+    fx_ragged_from_padded(&r, fx->B, fx->L, fx->input_ids, fx->target_pos, fx->target_neg, order);
     step_init(&s, &m, &r, 7);
-    const int T = r.n_tok, D = fx->D;
     const double loss = step_full(&s);
+    fx_check_rows("", s.h, fx->sequence_output, r.slot, r.n_tok, fx->D, RTOL, verbose);
+    fx_check_loss("", loss, fx->loss, RTOL, verbose);
+    fx_check_grads(&m, &fx->f, 44, NULL, NULL, RTOL, verbose);
 
-    float *ref = malloc((size_t)T * D * sizeof(float));
-    assert_non_null(ref);
-    for (int t = 0; t < T; t++)
-        memcpy(ref + (size_t)t * D, fx->sequence_output + (size_t)r.slot[t] * D, (size_t)D * sizeof(float));
-    double scale, e = rel_err(s.h, ref, (size_t)T * D, &scale);
-    if (verbose) print_message("sequence_output: rel err %.3g (max |ref| %.3g)\n", e, scale);
-    assert_true(e <= RTOL);
-    e = fabs(loss - fx->loss) / fabs(fx->loss);
-    if (verbose) print_message("loss %.9f vs %.9f: rel err %.3g\n", loss, (double)fx->loss, e);
-    assert_true(e <= RTOL);
-
-    double worst = 0.0;
-    const char *worst_name = "";
-    char name[BR_PARAM_NAME_MAX + 8];
-    for (int i = 0; i < m.params.n; i++) {
-        const br_param *p = &m.params.list[i];
-        snprintf(name, sizeof name, "grad.%s", p->name);
-        const float *g_ref = entry(&fx->f, name, BR_ST_F32, (int64_t)p->numel)->data;
-        e = rel_err(br_pgrad(&m.params, i), g_ref, p->numel, &scale);
-        if (verbose) print_message("%-44s rel err %.3g (scale %.3g)\n", name, e, scale);
-        if (e > worst) worst = e, worst_name = p->name;
-    }
-    print_message("worst gradient rel err %.3g (%s)\n", worst, worst_name);
-    assert_true(worst <= RTOL);
-
-    free(ref);
     step_free(&s);
-    ragged_free(&r);
+    fx_ragged_free(&r);
     br_model_free(&m);
 }
 
@@ -285,11 +168,9 @@ static void test_sequence_order_does_not_matter(void **state) {
     fixture_load(&fx);
     int order[64];
     assert_true(fx.B <= 64);
-    for (int s = 0; s < fx.B; s++) order[s] = fx.B - 1 - s;
+    fx_order_reversed(order, fx.B);
     check_batch(&fx, order, 0);
-    int k = 0;
-    for (int s = 1; s < fx.B; s += 2) order[k++] = s;
-    for (int s = 0; s < fx.B; s += 2) order[k++] = s;
+    fx_order_odd_even(order, fx.B);
     check_batch(&fx, order, 0);
     br_st_free(&fx.f);
 }
@@ -303,10 +184,10 @@ static void test_causal(void **state) {
     int order[64];
     for (int s = 0; s < fx.B; s++) order[s] = s;
     br_model m;
-    ragged r;
+    fx_ragged r;
     step s;
-    model_load(&m, &fx);
-    ragged_from_fixture(&r, &fx, order);
+    fx_model_load(&m, &fx.cfg, &fx.f, "");
+    fx_ragged_from_padded(&r, fx.B, fx.L, fx.input_ids, fx.target_pos, fx.target_neg, order);
     step_init(&s, &m, &r, 7);
     const int D = fx.D;
     const size_t TD = (size_t)r.n_tok * D;
@@ -330,7 +211,7 @@ static void test_causal(void **state) {
     }
     free(h0);
     step_free(&s);
-    ragged_free(&r);
+    fx_ragged_free(&r);
     br_model_free(&m);
     br_st_free(&fx.f);
 }
@@ -348,25 +229,8 @@ static void test_causal(void **state) {
 #define FD_TOL_DIR 1e-3
 #define FD_FLOOR 1e-2
 
-static double fd_rel(double fd, double an, double floor) {
-    return fabs(fd - an) / fmax(fmax(fabs(fd), fabs(an)), floor);
-}
-
-/* Central difference of the loss at entry i of x (gradient an). */
-static double fd_entry(step *s, float *x, long i, double an, const char *name) {
-    const float x0 = x[i];
-    x[i] = x0 + FD_EPS;
-    const float xp = x[i];
-    const double fp = step_loss(s, 0);
-    x[i] = x0 - FD_EPS;
-    const float xm = x[i];
-    const double fm = step_loss(s, 0);
-    x[i] = x0;
-    const double fd = (fp - fm) / ((double)xp - (double)xm);
-    const double e = fd_rel(fd, an, FD_FLOOR);
-    if (e > FD_TOL) fail_msg("%s[%ld]: finite difference %.7g, analytic %.7g (rel err %.2e)", name, i, fd, an, e);
-    return e;
-}
+/* The training loss, dropout on; the item table's loss gradient to scratch. */
+static double step_obj(void *s) { return step_loss(s, 0); }
 
 static void test_finite_differences(void **state) {
     br_model_config cfg;
@@ -402,7 +266,7 @@ static void test_finite_differences(void **state) {
     }
     /* 18 items reach every tap of the dilation-8 convolutions. */
     static const int lens[] = {5, 18, 1, 9};
-    ragged b;
+    fx_ragged b;
     ragged_random(&b, lens, 4, cfg.n_items, &r);
     step s;
     step_init(&s, &m, &b, 0x5a5a);
@@ -416,7 +280,7 @@ static void test_finite_differences(void **state) {
         float *x = br_pdata(&m.params, i);
         const float *g = br_pgrad(&m.params, i);
         /* No tensor may sit on a path switched off entirely by the masks. */
-        if (max_abs(g, p->numel) == 0.0) fail_msg("%s: gradient is zero", p->name);
+        if (fx_max_abs(g, p->numel) == 0.0) fail_msg("%s: gradient is zero", p->name);
         for (int k = 0; k < 6; k++) {
             long idx;
             if (i == m.item_emb) {
@@ -427,38 +291,24 @@ static void test_finite_differences(void **state) {
             } else {
                 idx = (long)br_rng_below(&r, (uint64_t)p->numel);
             }
-            const double e = fd_entry(&s, x, idx, g[idx], p->name);
+            const double e = fx_fd_entry(step_obj, &s, p->name, x, idx, g[idx], FD_EPS, FD_FLOOR, FD_TOL);
             if (e > worst) worst = e, worst_name = p->name;
         }
     }
 
     /* All parameters along one random direction. */
-    float *x = m.params.data;
+    double fd;
+    const double an = fx_fd_direction(&m.params, step_obj, &s, FD_EPS_DIR, &r, &fd);
     const long n = (long)m.params.total;
-    float *orig = malloc((size_t)n * sizeof(float)), *dir = malloc((size_t)n * sizeof(float));
-    assert_true(orig && dir);
-    memcpy(orig, x, (size_t)n * sizeof(float));
-    for (long i = 0; i < n; i++) dir[i] = FD_EPS_DIR * (float)br_rng_normal(&r);
-    for (long i = 0; i < n; i++) x[i] = orig[i] + dir[i];
-    const double fp = step_loss(&s, 0);
-    double an = 0.0;
-    for (long i = 0; i < n; i++) {
-        const float xp = x[i];
-        x[i] = orig[i] - dir[i];
-        an += (double)m.params.grad[i] * ((double)xp - (double)x[i]);
-    }
-    const double fm = step_loss(&s, 0);
-    memcpy(x, orig, (size_t)n * sizeof(float));
     double g2 = 0.0;
     for (long i = 0; i < n; i++) g2 += (double)m.params.grad[i] * m.params.grad[i];
-    const double e_dir = fd_rel(fp - fm, an, 2.0 * FD_EPS_DIR * sqrt(g2));
+    const double e_dir = fx_fd_rel(fd, an, 2.0 * FD_EPS_DIR * sqrt(g2));
     print_message("nextitnet loss: worst entry %.1e (%s) | direction %.1e (%.7g vs %.7g)\n", worst,
-                  worst_name, e_dir, fp - fm, an);
+                  worst_name, e_dir, fd, an);
     assert_true(e_dir <= FD_TOL_DIR);
 
-    free(orig), free(dir);
     step_free(&s);
-    ragged_free(&b);
+    fx_ragged_free(&b);
     br_model_free(&m);
 }
 
@@ -523,7 +373,7 @@ static void test_full_size_step(void **state) {
     br_rng_seed(&r, 9, 1);
     int lens[256];
     for (int q = 0; q < 256; q++) lens[q] = 5 + (int)br_rng_below(&r, 9);
-    ragged b;
+    fx_ragged b;
     ragged_random(&b, lens, 256, cfg.n_items, &r);
     step s;
     step_init(&s, &m, &b, 42);
@@ -541,7 +391,7 @@ static void test_full_size_step(void **state) {
                   b.n_tok, 1e3 * dt);
     free(g0);
     step_free(&s);
-    ragged_free(&b);
+    fx_ragged_free(&b);
     br_model_free(&m);
 }
 
