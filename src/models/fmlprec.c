@@ -32,6 +32,7 @@
 #include <string.h>
 
 #include "models/backbone.h"
+#include "nn/ffn.h"
 #include "nn/ops.h"
 
 #define LN_EPS 1e-12f
@@ -39,7 +40,7 @@
 
 typedef struct fmlp_layer_idx {
     int filter, ln1_w, ln1_b;
-    int ffn1_w, ffn1_b, ffn2_w, ffn2_b, ln2_w, ln2_b;
+    br_ffn_index ffn;
 } fmlp_layer_idx;
 
 /* Activations of one layer kept for the backward pass. Padded buffers have
@@ -50,10 +51,7 @@ typedef struct fmlp_layer_acts {
     float *res1;     /* x_in + dropout(filter(x_in)), LN1 input */
     float *ln1_mean, *ln1_rstd;
     float *x_mid;    /* LN1 output */
-    float *ffn_pre;  /* [., 4D] before gelu */
-    float *ffn_act;  /* [., 4D] after gelu */
-    float *res2;     /* LN2 input */
-    float *ln2_mean, *ln2_rstd;
+    br_ffn_acts ffn;
 } fmlp_layer_acts;
 
 typedef struct fmlprec {
@@ -101,12 +99,12 @@ static int fmlp_register(br_backbone *bb, br_params *p, br_error *err) {
         ADD_L(li->filter, "filterlayer.complex_weight", 4, 1, F, D, 2);
         ADD_L(li->ln1_w, "filterlayer.LayerNorm.weight", 1, D);
         ADD_L(li->ln1_b, "filterlayer.LayerNorm.bias", 1, D);
-        ADD_L(li->ffn1_w, "intermediate.dense_1.weight", 2, 4 * D, D);
-        ADD_L(li->ffn1_b, "intermediate.dense_1.bias", 1, 4 * D);
-        ADD_L(li->ffn2_w, "intermediate.dense_2.weight", 2, D, 4 * D);
-        ADD_L(li->ffn2_b, "intermediate.dense_2.bias", 1, D);
-        ADD_L(li->ln2_w, "intermediate.LayerNorm.weight", 1, D);
-        ADD_L(li->ln2_b, "intermediate.LayerNorm.bias", 1, D);
+        ADD_L(li->ffn.w1, "intermediate.dense_1.weight", 2, 4 * D, D);
+        ADD_L(li->ffn.b1, "intermediate.dense_1.bias", 1, 4 * D);
+        ADD_L(li->ffn.w2, "intermediate.dense_2.weight", 2, D, 4 * D);
+        ADD_L(li->ffn.b2, "intermediate.dense_2.bias", 1, D);
+        ADD_L(li->ffn.ln_w, "intermediate.LayerNorm.weight", 1, D);
+        ADD_L(li->ffn.ln_b, "intermediate.LayerNorm.bias", 1, D);
     }
 #undef ADD_L
 #undef ADD
@@ -167,11 +165,11 @@ static int fmlp_reserve(br_backbone *bb, int32_t max_tok, int32_t max_seq, br_er
         TAKE(a->ln1_mean, r);
         TAKE(a->ln1_rstd, r);
         TAKE(a->x_mid, r * D);
-        TAKE(a->ffn_pre, r * 4 * D);
-        TAKE(a->ffn_act, r * 4 * D);
-        TAKE(a->res2, r * D);
-        TAKE(a->ln2_mean, r);
-        TAKE(a->ln2_rstd, r);
+        TAKE(a->ffn.pre, r * 4 * D);
+        TAKE(a->ffn.act, r * 4 * D);
+        TAKE(a->ffn.res, r * D);
+        TAKE(a->ffn.ln_mean, r);
+        TAKE(a->ffn.ln_rstd, r);
     }
 #undef TAKE
     m->max_tok = max_tok;
@@ -307,14 +305,8 @@ static void fmlp_forward(br_backbone *bb, const br_params *p, const br_tokens *t
         }
         br_layernorm_forward(a->x_mid, a->ln1_mean, a->ln1_rstd, a->res1, br_pdata(p, li->ln1_w),
                              br_pdata(p, li->ln1_b), R, D, LN_EPS);
-        br_linear_forward(a->ffn_pre, a->x_mid, br_pdata(p, li->ffn1_w), br_pdata(p, li->ffn1_b), R,
-                          D, 4 * D);
-        br_gelu_forward(a->ffn_act, a->ffn_pre, (long)R * 4 * D);
-        br_linear_forward(a->res2, a->ffn_act, br_pdata(p, li->ffn2_w), br_pdata(p, li->ffn2_b), R, 4 * D, D);
-        br_dropout(a->res2, RD, p_hid, site_key(key, l, SITE_FFN_OUT));
-        for (long i = 0; i < RD; i++) a->res2[i] += a->x_mid[i];
-        br_layernorm_forward(x_out, a->ln2_mean, a->ln2_rstd, a->res2, br_pdata(p, li->ln2_w),
-                             br_pdata(p, li->ln2_b), R, D, LN_EPS);
+        br_ffn_forward(p, &li->ffn, &a->ffn, a->x_mid, x_out, R, D, LN_EPS, p_hid,
+                       site_key(key, l, SITE_FFN_OUT));
     }
 }
 
@@ -338,16 +330,9 @@ static void fmlp_backward(br_backbone *bb, br_params *p, const br_tokens *tok,
         fmlp_layer_acts *a = &m->acts[l];
         const int last = l + 1 == NL, R = last ? T : N;
         const long RD = (long)R * D;
-        /* LN2: g -> g_res (gradient of res2 = x_mid + dropout(ffn)) */
-        br_layernorm_backward(g_res, br_pgrad(p, li->ln2_w), br_pgrad(p, li->ln2_b), g, a->res2,
-                              a->ln2_mean, a->ln2_rstd, br_pdata(p, li->ln2_w), R, D, 0);
-        memcpy(g, g_res, (size_t)RD * sizeof(float));
-        br_dropout(g_res, RD, p_hid, site_key(key, l, SITE_FFN_OUT));
-        br_linear_backward(m->g_ffn, br_pgrad(p, li->ffn2_w), br_pgrad(p, li->ffn2_b), g_res,
-                           a->ffn_act, br_pdata(p, li->ffn2_w), R, 4 * D, D, 0);
-        br_gelu_backward(m->g_ffn, m->g_ffn, a->ffn_pre, (long)R * 4 * D);
-        br_linear_backward(g, br_pgrad(p, li->ffn1_w), br_pgrad(p, li->ffn1_b), m->g_ffn,
-                           a->x_mid, br_pdata(p, li->ffn1_w), R, D, 4 * D, 1);
+        /* FFN sub-layer: g becomes the gradient w.r.t. x_mid. */
+        br_ffn_backward(p, &li->ffn, &a->ffn, a->x_mid, g, g_res, m->g_ffn, R, D, p_hid,
+                        site_key(key, l, SITE_FFN_OUT));
         /* LN1: g -> g_res (gradient of res1 = x_in + dropout(filter(x_in))) */
         br_layernorm_backward(g_res, br_pgrad(p, li->ln1_w), br_pgrad(p, li->ln1_b), g, a->res1,
                               a->ln1_mean, a->ln1_rstd, br_pdata(p, li->ln1_w), R, D, 0);

@@ -11,13 +11,14 @@
 #include <string.h>
 
 #include "models/backbone.h"
+#include "nn/ffn.h"
 #include "nn/ops.h"
 
 #define LN_EPS 1e-12f
 
 typedef struct sasrec_layer_idx {
     int qkv_w, qkv_b, dense_w, dense_b, ln1_w, ln1_b;
-    int ffn1_w, ffn1_b, ffn2_w, ffn2_b, ln2_w, ln2_b;
+    br_ffn_index ffn;
 } sasrec_layer_idx;
 
 /* Activations of one layer kept for the backward pass. */
@@ -29,10 +30,7 @@ typedef struct sasrec_layer_acts {
     float *res1;     /* [T, D] x_in + dropout(dense(ctx)), LN1 input */
     float *ln1_mean, *ln1_rstd;
     float *x_mid;    /* [T, D] LN1 output */
-    float *ffn_pre;  /* [T, 4D] before gelu */
-    float *ffn_act;  /* [T, 4D] after gelu */
-    float *res2;     /* [T, D] LN2 input */
-    float *ln2_mean, *ln2_rstd;
+    br_ffn_acts ffn;
 } sasrec_layer_acts;
 
 typedef struct sasrec {
@@ -91,17 +89,17 @@ static int sasrec_register(br_backbone *bb, br_params *p, br_error *err) {
         snprintf(name, sizeof name, "item_encoder.layer.%d.attention.LayerNorm.bias", l);
         ADD(li->ln1_b, name, 1, D);
         snprintf(name, sizeof name, "item_encoder.layer.%d.intermediate.dense_1.weight", l);
-        ADD(li->ffn1_w, name, 2, 4 * D, D);
+        ADD(li->ffn.w1, name, 2, 4 * D, D);
         snprintf(name, sizeof name, "item_encoder.layer.%d.intermediate.dense_1.bias", l);
-        ADD(li->ffn1_b, name, 1, 4 * D);
+        ADD(li->ffn.b1, name, 1, 4 * D);
         snprintf(name, sizeof name, "item_encoder.layer.%d.intermediate.dense_2.weight", l);
-        ADD(li->ffn2_w, name, 2, D, 4 * D);
+        ADD(li->ffn.w2, name, 2, D, 4 * D);
         snprintf(name, sizeof name, "item_encoder.layer.%d.intermediate.dense_2.bias", l);
-        ADD(li->ffn2_b, name, 1, D);
+        ADD(li->ffn.b2, name, 1, D);
         snprintf(name, sizeof name, "item_encoder.layer.%d.intermediate.LayerNorm.weight", l);
-        ADD(li->ln2_w, name, 1, D);
+        ADD(li->ffn.ln_w, name, 1, D);
         snprintf(name, sizeof name, "item_encoder.layer.%d.intermediate.LayerNorm.bias", l);
-        ADD(li->ln2_b, name, 1, D);
+        ADD(li->ffn.ln_b, name, 1, D);
     }
 #undef ADD
     return 0;
@@ -164,11 +162,11 @@ static int sasrec_reserve(br_backbone *bb, int32_t max_tok, int32_t max_seq, br_
         TAKE(a->ln1_mean, T);
         TAKE(a->ln1_rstd, T);
         TAKE(a->x_mid, T * D);
-        TAKE(a->ffn_pre, T * 4 * D);
-        TAKE(a->ffn_act, T * 4 * D);
-        TAKE(a->res2, T * D);
-        TAKE(a->ln2_mean, T);
-        TAKE(a->ln2_rstd, T);
+        TAKE(a->ffn.pre, T * 4 * D);
+        TAKE(a->ffn.act, T * 4 * D);
+        TAKE(a->ffn.res, T * D);
+        TAKE(a->ffn.ln_mean, T);
+        TAKE(a->ffn.ln_rstd, T);
     }
 #undef TAKE
     m->max_tok = max_tok;
@@ -217,13 +215,8 @@ static void sasrec_forward(br_backbone *bb, const br_params *p, const br_tokens 
         for (long i = 0; i < (long)T * D; i++) a->res1[i] += a->x_in[i];
         br_layernorm_forward(a->x_mid, a->ln1_mean, a->ln1_rstd, a->res1, br_pdata(p, li->ln1_w),
                              br_pdata(p, li->ln1_b), T, D, LN_EPS);
-        br_linear_forward(a->ffn_pre, a->x_mid, br_pdata(p, li->ffn1_w), br_pdata(p, li->ffn1_b), T, D, 4 * D);
-        br_gelu_forward(a->ffn_act, a->ffn_pre, (long)T * 4 * D);
-        br_linear_forward(a->res2, a->ffn_act, br_pdata(p, li->ffn2_w), br_pdata(p, li->ffn2_b), T, 4 * D, D);
-        br_dropout(a->res2, (long)T * D, p_hid, site_key(key, l, SITE_FFN_OUT));
-        for (long i = 0; i < (long)T * D; i++) a->res2[i] += a->x_mid[i];
-        br_layernorm_forward(x_out, a->ln2_mean, a->ln2_rstd, a->res2, br_pdata(p, li->ln2_w),
-                             br_pdata(p, li->ln2_b), T, D, LN_EPS);
+        br_ffn_forward(p, &li->ffn, &a->ffn, a->x_mid, x_out, T, D, LN_EPS, p_hid,
+                       site_key(key, l, SITE_FFN_OUT));
     }
 }
 
@@ -243,17 +236,9 @@ static void sasrec_backward(br_backbone *bb, br_params *p, const br_tokens *tok,
     for (int l = NL - 1; l >= 0; l--) {
         const sasrec_layer_idx *li = &m->layer[l];
         sasrec_layer_acts *a = &m->acts[l];
-        /* LN2: g -> g_res (gradient of res2 = x_mid + dropout(ffn)) */
-        br_layernorm_backward(g_res, br_pgrad(p, li->ln2_w), br_pgrad(p, li->ln2_b), g, a->res2,
-                              a->ln2_mean, a->ln2_rstd, br_pdata(p, li->ln2_w), T, D, 0);
-        /* g := gradient w.r.t. x_mid, starting with the residual path. */
-        memcpy(g, g_res, (size_t)TD * sizeof(float));
-        br_dropout(g_res, TD, p_hid, site_key(key, l, SITE_FFN_OUT));
-        br_linear_backward(m->g_ffn, br_pgrad(p, li->ffn2_w), br_pgrad(p, li->ffn2_b), g_res,
-                           a->ffn_act, br_pdata(p, li->ffn2_w), T, 4 * D, D, 0);
-        br_gelu_backward(m->g_ffn, m->g_ffn, a->ffn_pre, (long)T * 4 * D);
-        br_linear_backward(g, br_pgrad(p, li->ffn1_w), br_pgrad(p, li->ffn1_b), m->g_ffn,
-                           a->x_mid, br_pdata(p, li->ffn1_w), T, D, 4 * D, 1);
+        /* FFN sub-layer: g becomes the gradient w.r.t. x_mid. */
+        br_ffn_backward(p, &li->ffn, &a->ffn, a->x_mid, g, g_res, m->g_ffn, T, D, p_hid,
+                        site_key(key, l, SITE_FFN_OUT));
         /* LN1: g -> g_res (gradient of res1 = x_in + dropout(dense(ctx))) */
         br_layernorm_backward(g_res, br_pgrad(p, li->ln1_w), br_pgrad(p, li->ln1_b), g, a->res1,
                               a->ln1_mean, a->ln1_rstd, br_pdata(p, li->ln1_w), T, D, 0);
