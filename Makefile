@@ -9,7 +9,7 @@ PREFIX  ?= /usr/local
 # -march=native, whose AVX-512 code
 # valgrind cannot run.
 SIMD    := $(shell grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo && echo -mavx2 -mfma)
-OPT     ?= -O3 -fno-trapping-math $(SIMD)
+OPT     ?= -O3 -fno-trapping-math -fno-math-errno $(SIMD)
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 

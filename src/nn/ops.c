@@ -134,12 +134,16 @@ void br_dropout(float *x, long n, float p, uint64_t key) {
     const float scale = 1.0f / (1.0f - p);
     /* One hash per 4 elements, as br_hash_uniform16 slices it. */
     const uint32_t threshold = (uint32_t)ceilf(p * 65536.0f); /* u < p*65536 */
+    const long full = n / 4; /* whole groups: a fixed inner trip count vectorises */
 #pragma omp parallel for schedule(static)
-    for (long g = 0; g < (n + 3) / 4; g++) {
+    for (long g = 0; g < full; g++) {
         const uint64_t h = br_hash_u64(key, (uint64_t)g);
-        for (long i = 4 * g, j = 0; i < n && j < 4; i++, j++)
-            x[i] = ((h >> (16 * j)) & 0xFFFF) < threshold ? 0.0f : x[i] * scale;
+        for (int j = 0; j < 4; j++)
+            x[4 * g + j] = ((h >> (16 * j)) & 0xFFFF) < threshold ? 0.0f : x[4 * g + j] * scale;
     }
+    const uint64_t h = br_hash_u64(key, (uint64_t)full);
+    for (long i = 4 * full; i < n; i++)
+        x[i] = ((h >> (16 * (i - 4 * full))) & 0xFFFF) < threshold ? 0.0f : x[i] * scale;
 }
 
 void br_attention_offsets(int64_t *att_off, const int32_t *seq_off, int n_seq, int H) {

@@ -73,7 +73,8 @@ void br_adam_step(br_params *p, const br_adam_config *cfg) {
     const float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps, wd = cfg->weight_decay;
     const float step_size = (float)(cfg->lr / (1.0 - pow(b1, t)));
     const float bc2_sqrt = (float)sqrt(1.0 - pow(b2, t));
-    float *w = p->data, *g = p->grad, *m = p->adam_m, *v = p->adam_v;
+    float *restrict w = p->data, *restrict m = p->adam_m, *restrict v = p->adam_v;
+    const float *restrict g = p->grad;
     const long n = (long)p->total;
 #pragma omp parallel for schedule(static)
     for (long k = 0; k < n; k++) {

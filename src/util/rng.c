@@ -2,13 +2,6 @@
 
 #include "rng.h"
 
-uint64_t br_mix64(uint64_t x) {
-    x += 0x9E3779B97F4A7C15ull;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-}
-
 void br_rng_seed(br_rng *r, uint64_t seed, uint64_t stream) {
     uint64_t k = br_mix64(seed) ^ br_mix64(stream ^ 0xD1B54A32D192ED03ull);
     for (int i = 0; i < 4; i++) r->s[i] = k = br_mix64(k);

@@ -23,8 +23,14 @@ double br_rng_normal(br_rng *r);
 /* Fisher-Yates shuffle of n int32 values. */
 void br_rng_shuffle_i32(br_rng *r, int32_t *a, int64_t n);
 
-/* splitmix64 finaliser: a strong 64-bit mixing function. */
-uint64_t br_mix64(uint64_t x);
+/* splitmix64 finaliser: a strong 64-bit mixing function. Inline so that
+ * the dropout loop, which hashes once per four elements, vectorises. */
+static inline uint64_t br_mix64(uint64_t x) {
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
 /* Stateless draw keyed by (key, counter). */
 static inline uint64_t br_hash_u64(uint64_t key, uint64_t counter) {
     return br_mix64(key ^ br_mix64(counter + 0x9E3779B97F4A7C15ull));
