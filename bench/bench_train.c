@@ -4,7 +4,7 @@
  * second, the useful GFLOP/s of the training step (matrix work on real
  * positions, counted below), full-ranking evaluation seconds over all
  * users, and peak RSS.
- * Usage: bench_train [data.txt] [epochs] [threads] [stage1|stage2] */
+ * Usage: bench_train [data.txt] [epochs] [threads] [stage1|stage2] [max_len] */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
     const int epochs = argc > 2 ? atoi(argv[2]) : 3;
     const int threads = argc > 3 ? atoi(argv[3]) : 0;
     const int stage2 = argc > 4 && strcmp(argv[4], "stage2") == 0;
+    const int max_len = argc > 5 ? atoi(argv[5]) : 0;
     if (threads > 0) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
@@ -63,6 +64,7 @@ int main(int argc, char **argv) {
     br_train_config_defaults(&tc);
     mc.n_items = ds.n_items;
     mc.hidden_dropout = mc.attn_dropout = 0.1f;
+    if (max_len > 0) mc.max_len = max_len;
     tc.use_basrec = stage2;
     br_model m;
     br_trainer *tr = NULL;
@@ -86,10 +88,10 @@ int main(int argc, char **argv) {
     const double gflops = copies * epoch_flops(&ds, &mc) / epoch_s * 1e-9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\": \"train\", \"stage\": %d, \"data\": \"%s\", \"threads\": %d, \"epoch_seconds\": %.3f, "
+    printf("{\"bench\": \"train\", \"stage\": %d, \"data\": \"%s\", \"threads\": %d, \"max_len\": %d, \"epoch_seconds\": %.3f, "
            "\"train_positions\": %lld, \"positions_per_second\": %.0f, \"useful_gflops\": %.1f, "
            "\"eval_seconds\": %.3f, \"eval_users\": %d, \"peak_rss_mb\": %.1f}\n",
-           stage2 ? 2 : 1, path, omp_get_max_threads(), epoch_s, (long long)br_trainer_epoch_tokens(tr),
+           stage2 ? 2 : 1, path, omp_get_max_threads(), mc.max_len, epoch_s, (long long)br_trainer_epoch_tokens(tr),
            (double)br_trainer_epoch_tokens(tr) / epoch_s, gflops, eval_s, ds.n_users, ru.ru_maxrss / 1024.0);
     br_trainer_free(tr);
     br_model_free(&m);
