@@ -51,6 +51,20 @@ strip() { sed 's/"seconds": [0-9.]*, //' "$1"; }
 [ "$(strip "$T/res1.json")" = "$(strip "$T/res4.json")" ] && ok "resume replays exactly" \
     || ko "resume replays exactly"
 
+# sampled-ce: reproducible, its sampler matters, and its options survive a resume.
+SCE="--loss sampled-ce --ce-negatives 32 --ce-sampler uniform"
+"$BIN" train $TRAIN --out "$T/sce1" --seed 7 $SCE >"$T/sce1.json"
+"$BIN" train $TRAIN --out "$T/sce2" --seed 7 $SCE >"$T/sce2.json"
+[ -s "$T/sce1.json" ] && [ "$(strip "$T/sce1.json")" = "$(strip "$T/sce2.json")" ] \
+    && ok "sampled-ce deterministic for a seed" || ko "sampled-ce deterministic for a seed"
+"$BIN" train $TRAIN --out "$T/sce3" --seed 7 --loss sampled-ce --ce-negatives 32 >"$T/sce3.json"
+[ -s "$T/sce3.json" ] && [ "$(strip "$T/sce1.json")" != "$(strip "$T/sce3.json")" ] \
+    && ok "sampled-ce pop differs from uniform" || ko "sampled-ce pop differs from uniform"
+"$BIN" train $TRAIN --out "$T/sce4" --seed 7 $SCE --epochs 2 >/dev/null
+"$BIN" train $TRAIN --out "$T/sce4" --epochs 3 --resume >"$T/sce4.json"
+[ "$(strip "$T/sce1.json")" = "$(strip "$T/sce4.json")" ] && ok "sampled-ce resume replays exactly" \
+    || ko "sampled-ce resume replays exactly"
+
 if "$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" >"$T/eval.json"; then
     test_line=$(sed 's/.*"test": //; s/}$//' "$T/res1.json")
     eval_line=$(sed 's/.*"metrics": //; s/}$//' "$T/eval.json")
@@ -106,6 +120,8 @@ expect_fail "checkpoint trained on other data" "other data" "$BIN" eval --checkp
 expect_fail "unknown user" "user 999999" "$BIN" recommend --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" --users 999999
 expect_fail "resume without a run" "last.safetensors" "$BIN" train --data "$T/data.txt" --out "$T/empty" --resume
 expect_fail "unknown model" "unknown model" "$BIN" train --data "$T/data.txt" --out "$T/x" --model nope
+expect_fail "unknown sampler" "unknown --ce-sampler" "$BIN" train --data "$T/data.txt" --out "$T/x" --loss sampled-ce --ce-sampler zipf
+expect_fail "no negatives" "ce-negatives" "$BIN" train --data "$T/data.txt" --out "$T/x" --loss sampled-ce --ce-negatives 0
 "$BIN" --help >/dev/null && "$BIN" train --help | grep -q -- "--hidden-size" && ok "help" || ko "help"
 
 # prepare: a raw CSV log (quoted ids, one bad row on line 2) to a sequence

@@ -320,6 +320,12 @@ static void test_grad_softmax_losses(void **state) {
     check_basrec_grad_loss("last-ce, all operators", &cfg, &lc);
     lc.kind = BR_LOSS_FOCAL;
     check_basrec_grad_loss("focal, all operators", &cfg, &lc);
+    /* 256 draws from 30 items: repeats and hits of every label */
+    lc.kind = BR_LOSS_SAMPLED_CE;
+    check_basrec_grad_loss("sampled-ce, all ops", &cfg, &lc);
+    lc.ce_negatives = 5;
+    lc.ce_sampler = BR_SAMPLER_UNIFORM;
+    check_basrec_grad_loss("sampled-ce K 5 uniform", &cfg, &lc);
 }
 
 static void test_operator_names(void **state) {
@@ -419,6 +425,8 @@ static void test_checkpoint_options(void **state) {
     tc.basrec.crop_align = BR_CROP_PAD;
     tc.loss.kind = BR_LOSS_FOCAL;
     tc.loss.focal_gamma = 1.5f;
+    tc.loss.ce_negatives = 77;
+    tc.loss.ce_sampler = BR_SAMPLER_UNIFORM;
     br_train_state st = {3, 2, 0.125, 1};
     char dir[] = "/tmp/basrec-ckpt-XXXXXX", path[64], wpath[64];
     assert_non_null(mkdtemp(dir));
@@ -435,6 +443,8 @@ static void test_checkpoint_options(void **state) {
     assert_int_equal(tc2.basrec.crop_align, BR_CROP_PAD);
     assert_int_equal(tc2.loss.kind, BR_LOSS_FOCAL);
     assert_true(tc2.loss.focal_gamma == 1.5f);
+    assert_int_equal(tc2.loss.ce_negatives, 77);
+    assert_int_equal(tc2.loss.ce_sampler, BR_SAMPLER_UNIFORM);
     assert_true(m2.mask_emb > 0 && br_pdata(&m2.params, m2.mask_emb)[2] == 0.625f);
     assert_int_equal(m2.params.n, f.m.params.n);
     br_model_free(&m2);
@@ -551,10 +561,12 @@ static void test_determinism(void **state) {
 /* Plain (single-stage) training with each loss: finite, reproducible, and
  * each loss its own objective. */
 static void test_plain_losses(void **state) {
-    const br_loss_kind kinds[4] = {BR_LOSS_BCE, BR_LOSS_CE, BR_LOSS_LAST_CE, BR_LOSS_FOCAL};
-    float *params[4];
+    enum { N_KINDS = 5 };
+    const br_loss_kind kinds[N_KINDS] = {BR_LOSS_BCE, BR_LOSS_CE, BR_LOSS_LAST_CE, BR_LOSS_FOCAL,
+                                         BR_LOSS_SAMPLED_CE};
+    float *params[N_KINDS];
     size_t bytes = 0;
-    for (int k = 0; k < 4; k++) {
+    for (int k = 0; k < N_KINDS; k++) {
         float *run[2];
         for (int rep = 0; rep < 2; rep++) {
             fixture f;
@@ -584,7 +596,7 @@ static void test_plain_losses(void **state) {
         params[k] = run[0];
         for (int j = 0; j < k; j++) assert_memory_not_equal(params[j], params[k], bytes);
     }
-    for (int k = 0; k < 4; k++) free(params[k]);
+    for (int k = 0; k < N_KINDS; k++) free(params[k]);
 }
 
 /* ---- ablation switches ---- */

@@ -399,7 +399,8 @@ static void test_focal_limits(void **state) {
     br_error err;
     br_xent *x = br_xent_create(30, 8, 7, 8, &err);
     float *dh = alloc_f(160), *dE = alloc_f(248);
-    br_loss_config ce = {BR_LOSS_CE, 2.0f}, f0 = {BR_LOSS_FOCAL, 0.0f}, f2 = {BR_LOSS_FOCAL, 2.0f};
+    br_loss_config ce = {.kind = BR_LOSS_CE, .focal_gamma = 2.0f}, f0 = {.kind = BR_LOSS_FOCAL, .focal_gamma = 0.0f},
+                   f2 = {.kind = BR_LOSS_FOCAL, .focal_gamma = 2.0f};
     const double lce = br_loss_eval(&ce, x, p.h, 20, p.target, p.neg, NULL, 8, p.E, dE, dh);
     const double l0 = br_loss_eval(&f0, x, p.h, 20, p.target, p.neg, NULL, 8, p.E, dE, dh);
     const double l2 = br_loss_eval(&f2, x, p.h, 20, p.target, p.neg, NULL, 8, p.E, dE, dh);

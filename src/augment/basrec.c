@@ -216,8 +216,7 @@ br_basrec *br_basrec_create(const br_basrec_config *cfg, const br_loss_config *l
         !bs->raw || !bs->x || !bs->h || !bs->dh || !bs->perm || !bs->mix_w || !bs->hm ||
         !bs->dhm || !bs->mix_lab || !bs->target2 ||
         br_model_reserve(m, (int32_t)T, (int32_t)S, err) < 0 ||
-        (softmax && !(bs->xent = br_xent_create(m->cfg.n_items, m->cfg.dim, BR_XENT_CHUNK,
-                                                 BR_XENT_BLOCK, err))) ||
+        (softmax && !(bs->xent = br_xent_create_for(&bs->loss, m->cfg.n_items, m->cfg.dim, ds, err))) ||
         (bs->n_copies > 0 && (cfg->operators & BR_OP_SUBSTITUTE) &&
          br_item_sim_build(ds, &bs->sim, err) < 0)) {
         br_basrec_free(bs);
@@ -497,6 +496,8 @@ double br_basrec_step(br_basrec *bs, const br_batch *plain, uint64_t key, br_bas
     m->backbone->vt->forward(m->backbone, &m->params, &tok, bs->x, bs->h, 1, br_key(key, 2, 0));
 
     float *dE = br_pgrad(&m->params, m->item_emb);
+    /* sampled-ce: one draw of negatives for all of the step's loss terms. */
+    if (bs->loss.kind == BR_LOSS_SAMPLED_CE) br_xent_draw(bs->xent, br_key(key, 5, 0));
     st->loss_main = br_loss_eval(&bs->loss, bs->xent, bs->h, T0, bs->target, bs->neg, NULL, D, E, dE, bs->dh);
     for (int32_t k = 1; k <= K; k++) {
         const size_t off = (size_t)bs->blk_off[k];

@@ -20,7 +20,8 @@ int cmd_train(int argc, char **argv) {
     br_train_config_defaults(&tc);
     const char *data = NULL, *out = NULL, *model = "sasrec", *metrics_log = NULL,
                *preset_name = NULL, *method = "plain", *init_from = NULL,
-               *operators = "reorder,substitute", *crop_align = "suffix", *loss = "bce";
+               *operators = "reorder,substitute", *crop_align = "suffix", *loss = "bce",
+               *ce_sampler = "pop";
     int32_t threads = 0, stage1_epochs = 200;
     float dropout = -1.0f;
     int resume = 0, no_progress = 0, joint = 0, no_ssa = 0, no_csa = 0, no_weight = 0,
@@ -61,8 +62,10 @@ int cmd_train(int argc, char **argv) {
         {"joint", OPT_FLAG, &joint, "basrec ablation: one stage, augmented from scratch", 0},
         {"operators", OPT_STR, &operators, "basrec: copies' operators, drawn uniformly: any of reorder,substitute,crop,mask", 0},
         {"crop-align", OPT_STR, &crop_align, "basrec: a crop copy keeps the window's tokens only (suffix) or all (pad)", 0},
-        {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce or focal (stage 1 of basrec: bce)", 0},
+        {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce, focal, or sampled-ce (softmax over the target and sampled negatives, logQ-corrected); stage 1 of basrec: bce", 0},
         {"focal-gamma", OPT_FLOAT, &tc.loss.focal_gamma, "focal loss exponent", 0},
+        {"ce-negatives", OPT_INT, &tc.loss.ce_negatives, "sampled-ce: negatives drawn per step, shared by its tokens", 0},
+        {"ce-sampler", OPT_STR, &ce_sampler, "sampled-ce: negatives' distribution: pop (training-target counts + 1) or uniform", 0},
         {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
         {"metrics-log", OPT_STR, &metrics_log, "append per-epoch metrics as JSON lines to this file", 0},
         {"resume", OPT_FLAG, &resume, "continue the run in --out where it stopped", 0},
@@ -121,7 +124,15 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (br_loss_parse(loss, &tc.loss.kind) < 0) {
-        fprintf(stderr, "basrec train: unknown loss '%s' (bce, ce, last-ce, focal)\n", loss);
+        fprintf(stderr, "basrec train: unknown loss '%s' (bce, ce, last-ce, focal, sampled-ce)\n", loss);
+        return 2;
+    }
+    if (br_sampler_parse(ce_sampler, &tc.loss.ce_sampler) < 0) {
+        fprintf(stderr, "basrec train: unknown --ce-sampler '%s' (pop, uniform)\n", ce_sampler);
+        return 2;
+    }
+    if (tc.loss.ce_negatives < 1) {
+        fprintf(stderr, "basrec train: --ce-negatives must be at least 1\n");
         return 2;
     }
     if (dropout >= 0.0f) mc.hidden_dropout = mc.attn_dropout = dropout;

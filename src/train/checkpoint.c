@@ -73,6 +73,8 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         meta_put(&ml, "basrec_crop_align", "%s", br_crop_align_name(b->crop_align));
         meta_put(&ml, "loss", "%s", br_loss_name(tc->loss.kind));
         meta_put(&ml, "focal_gamma", "%.9g", tc->loss.focal_gamma);
+        meta_put(&ml, "ce_negatives", "%d", tc->loss.ce_negatives);
+        meta_put(&ml, "ce_sampler", "%s", br_sampler_name(tc->loss.ce_sampler));
         meta_put(&ml, "adam_step", "%" PRId64, p->adam_step);
         meta_put(&ml, "epoch", "%d", st->epoch);
         meta_put(&ml, "best_epoch", "%d", st->best_epoch);
@@ -224,6 +226,12 @@ static int read_train_state(const br_st_file *f, br_model *m, br_train_config *t
                          f->path);
     if (br_st_meta_get(f, "focal_gamma") && meta_float(f, "focal_gamma", &tc->loss.focal_gamma, err) < 0)
         return -1;
+    /* Absent from checkpoints written before sampled-ce, which they did not use. */
+    const char *sampler = br_st_meta_get(f, "ce_sampler");
+    if (br_st_meta_get(f, "ce_negatives") && meta_i32(f, "ce_negatives", 1, &tc->loss.ce_negatives, err) < 0)
+        return -1;
+    if (sampler && br_sampler_parse(sampler, &tc->loss.ce_sampler) < 0)
+        return br_errorf(err, "%s: checkpoint metadata 'ce_sampler' is malformed", f->path);
     return 0;
 }
 

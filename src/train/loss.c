@@ -5,6 +5,7 @@
 
 #include "nn/fastmath.h"
 #include "train/loss.h"
+#include "util/rng.h"
 
 /* log(1 + exp(x)) without overflow. */
 static inline double softplus(double x) { return x > 0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
@@ -48,9 +49,11 @@ double br_bce_loss(const float *h, const int32_t *pos, const int32_t *neg, const
 void br_loss_config_defaults(br_loss_config *c) {
     c->kind = BR_LOSS_BCE;
     c->focal_gamma = 2.0f;
+    c->ce_negatives = 256;
+    c->ce_sampler = BR_SAMPLER_POP;
 }
 
-static const char *const loss_names[] = {"bce", "ce", "last-ce", "focal"};
+static const char *const loss_names[] = {"bce", "ce", "last-ce", "focal", "sampled-ce"};
 
 const char *br_loss_name(br_loss_kind k) { return loss_names[k]; }
 
@@ -58,6 +61,19 @@ int br_loss_parse(const char *name, br_loss_kind *k) {
     for (int i = 0; i < (int)(sizeof loss_names / sizeof loss_names[0]); i++)
         if (strcmp(name, loss_names[i]) == 0) {
             *k = (br_loss_kind)i;
+            return 0;
+        }
+    return -1;
+}
+
+static const char *const sampler_names[] = {"uniform", "pop"};
+
+const char *br_sampler_name(br_sampler_kind k) { return sampler_names[k]; }
+
+int br_sampler_parse(const char *name, br_sampler_kind *k) {
+    for (int i = 0; i < 2; i++)
+        if (strcmp(name, sampler_names[i]) == 0) {
+            *k = (br_sampler_kind)i;
             return 0;
         }
     return -1;
@@ -74,12 +90,20 @@ struct br_xent {
     int32_t n_items, chunk, block;
     int D;
     float *hc, *dhc;      /* [chunk, D]: the chunk's rows of h and their gradient */
-    float *z;             /* [chunk, block]: logits, then their gradient */
+    float *z;             /* [chunk, block] (sampled: [chunk, K]): logits, then their gradient */
     int32_t *row;         /* [chunk]: token of each chunk row */
     int32_t *ya, *yb;     /* [chunk]: labels (yb 0: none) */
     float *mx, *sum;      /* [chunk]: streaming max and sum of exp(z - max); mx then holds the lse */
     float *za, *zb;       /* [chunk]: the labels' logits */
     float *ga, *gb, *gs;  /* [chunk]: gradient coefficients of the labels and of p */
+    /* Sampled workspaces only (K > 0). */
+    int32_t K;
+    int32_t *samp;        /* [K]: the current draw */
+    float *corr;          /* [K]: log(K Q) of the draws */
+    float *es, *des;      /* [K, D]: the draws' rows of E and their gradient */
+    double *q;            /* [n_items + 1]: Q */
+    double *prob;         /* [n_items]: alias table: keep j + 1 with probability prob[j], */
+    int32_t *alias;       /* [n_items]: else take alias[j] + 1 */
 };
 
 void br_xent_free(br_xent *x) {
@@ -97,24 +121,27 @@ void br_xent_free(br_xent *x) {
     free(x->ga);
     free(x->gb);
     free(x->gs);
+    free(x->samp);
+    free(x->corr);
+    free(x->es);
+    free(x->des);
+    free(x->q);
+    free(x->prob);
+    free(x->alias);
     free(x);
 }
 
-br_xent *br_xent_create(int32_t n_items, int D, int32_t chunk, int32_t block, br_error *err) {
-    if (n_items < 1 || D < 1 || chunk < 1 || block < 1) {
-        br_errorf(err, "cross-entropy: need n_items, dim, chunk and block >= 1");
-        return NULL;
-    }
+/* The per-chunk buffers, with zcols logits per token. */
+static br_xent *xent_alloc(int32_t n_items, int D, int32_t chunk, int32_t zcols, br_error *err) {
     br_xent *x = br_xcalloc(1, sizeof *x, err);
     if (!x) return NULL;
     x->n_items = n_items;
     x->D = D;
     x->chunk = chunk;
-    x->block = block < n_items ? block : n_items;
     const size_t C = (size_t)chunk;
     x->hc = br_xmalloc(C * D * sizeof(float), err);
     x->dhc = br_xmalloc(C * D * sizeof(float), err);
-    x->z = br_xmalloc(C * (size_t)x->block * sizeof(float), err);
+    x->z = br_xmalloc(C * (size_t)zcols * sizeof(float), err);
     x->row = br_xmalloc(C * sizeof(int32_t), err);
     x->ya = br_xmalloc(C * sizeof(int32_t), err);
     x->yb = br_xmalloc(C * sizeof(int32_t), err);
@@ -133,10 +160,123 @@ br_xent *br_xent_create(int32_t n_items, int D, int32_t chunk, int32_t block, br
     return x;
 }
 
+br_xent *br_xent_create(int32_t n_items, int D, int32_t chunk, int32_t block, br_error *err) {
+    if (n_items < 1 || D < 1 || chunk < 1 || block < 1) {
+        br_errorf(err, "cross-entropy: need n_items, dim, chunk and block >= 1");
+        return NULL;
+    }
+    const int32_t nb = block < n_items ? block : n_items;
+    br_xent *x = xent_alloc(n_items, D, chunk, nb, err);
+    if (x) x->block = nb;
+    return x;
+}
+
+/* Walker's alias table of q[1..n] by Vose's construction: prob starts as
+ * n q, items below 1 are topped up by one above 1. One stack of n ids holds
+ * the small ones from the bottom and the large ones from the top. */
+static void build_alias(br_xent *x, int32_t *stack) {
+    const int32_t n = x->n_items;
+    int32_t ns = 0, nl = 0;
+    for (int32_t j = 0; j < n; j++) {
+        x->prob[j] = (double)n * x->q[j + 1];
+        x->alias[j] = j;
+        if (x->prob[j] < 1.0) stack[ns++] = j;
+        else stack[n - 1 - nl++] = j;
+    }
+    while (ns > 0 && nl > 0) {
+        const int32_t s = stack[--ns], l = stack[n - nl];
+        x->alias[s] = l;
+        x->prob[l] -= 1.0 - x->prob[s];
+        if (x->prob[l] < 1.0) {
+            nl--;
+            stack[ns++] = l;
+        }
+    }
+    /* What is left has probability 1 up to rounding. */
+    for (int32_t i = 0; i < ns; i++) x->prob[stack[i]] = 1.0;
+    for (int32_t i = 0; i < nl; i++) x->prob[stack[n - 1 - i]] = 1.0;
+}
+
+br_xent *br_xent_create_sampled(int32_t n_items, int D, int32_t chunk, int32_t K,
+                                const double *weight, br_error *err) {
+    if (n_items < 1 || D < 1 || chunk < 1 || K < 1) {
+        br_errorf(err, "sampled cross-entropy: need n_items, dim, chunk and negatives >= 1");
+        return NULL;
+    }
+    double total = 0.0;
+    for (int32_t i = 1; weight && i <= n_items; i++) {
+        if (!(weight[i] > 0.0 && weight[i] < INFINITY)) {
+            br_errorf(err, "sampled cross-entropy: item %d has proposal weight %g (need > 0)", i, weight[i]);
+            return NULL;
+        }
+        total += weight[i];
+    }
+    br_xent *x = xent_alloc(n_items, D, chunk, K, err);
+    if (!x) return NULL;
+    x->K = K;
+    x->samp = br_xmalloc((size_t)K * sizeof(int32_t), err);
+    x->corr = br_xmalloc((size_t)K * sizeof(float), err);
+    x->es = br_xmalloc((size_t)K * D * sizeof(float), err);
+    x->des = br_xmalloc((size_t)K * D * sizeof(float), err);
+    x->q = br_xmalloc(((size_t)n_items + 1) * sizeof(double), err);
+    x->prob = br_xmalloc((size_t)n_items * sizeof(double), err);
+    x->alias = br_xmalloc((size_t)n_items * sizeof(int32_t), err);
+    int32_t *stack = br_xmalloc((size_t)n_items * sizeof(int32_t), err);
+    if (!x->samp || !x->corr || !x->es || !x->des || !x->q || !x->prob || !x->alias || !stack) {
+        free(stack);
+        br_xent_free(x);
+        return NULL;
+    }
+    x->q[0] = 0.0;
+    for (int32_t i = 1; i <= n_items; i++) x->q[i] = weight ? weight[i] / total : 1.0 / n_items;
+    build_alias(x, stack);
+    free(stack);
+    br_xent_draw(x, 0);
+    return x;
+}
+
+br_xent *br_xent_create_for(const br_loss_config *c, int32_t n_items, int D, const br_dataset *ds,
+                            br_error *err) {
+    if (c->kind != BR_LOSS_SAMPLED_CE) return br_xent_create(n_items, D, BR_XENT_CHUNK, BR_XENT_BLOCK, err);
+    if (c->ce_sampler == BR_SAMPLER_UNIFORM)
+        return br_xent_create_sampled(n_items, D, BR_XENT_CHUNK, c->ce_negatives, NULL, err);
+    double *w = br_xmalloc(((size_t)n_items + 1) * sizeof *w, err);
+    if (!w) return NULL;
+    for (int32_t i = 0; i <= n_items; i++) w[i] = 1.0;
+    /* The training split's targets: items 1..len of each row (data/batch.c). */
+    for (int32_t u = 0; u < ds->n_users; u++) {
+        const int32_t *s = br_seq(ds, u);
+        for (int32_t i = 1; i <= br_split_input_len(ds, u, BR_SPLIT_TRAIN); i++) w[s[i]] += 1.0;
+    }
+    br_xent *x = br_xent_create_sampled(n_items, D, BR_XENT_CHUNK, c->ce_negatives, w, err);
+    free(w);
+    return x;
+}
+
+void br_xent_draw(br_xent *x, uint64_t key) {
+    br_rng r;
+    br_rng_seed(&r, key, 0x5CEull);
+    const double logk = log((double)x->K);
+    for (int32_t k = 0; k < x->K; k++) {
+        const int32_t j = (int32_t)br_rng_below(&r, (uint64_t)x->n_items);
+        const int32_t i = 1 + (br_rng_uniform(&r) < x->prob[j] ? j : x->alias[j]);
+        x->samp[k] = i;
+        x->corr[k] = (float)(logk + log(x->q[i]));
+    }
+}
+
+const int32_t *br_xent_samples(const br_xent *x) { return x->samp; }
+
+double br_xent_proposal(const br_xent *x, int32_t item) { return x->q[item]; }
+
 size_t br_xent_bytes(const br_xent *x) {
-    const size_t C = (size_t)x->chunk;
-    return sizeof *x + 2 * C * x->D * sizeof(float) + C * (size_t)x->block * sizeof(float) +
-           3 * C * sizeof(int32_t) + 7 * C * sizeof(float);
+    const size_t C = (size_t)x->chunk, K = (size_t)x->K, N = (size_t)x->n_items;
+    const size_t zcols = x->K ? K : (size_t)x->block;
+    const size_t sampled = x->K ? K * (sizeof(int32_t) + sizeof(float)) + 2 * K * x->D * sizeof(float) +
+                                      (N + 1) * sizeof(double) + N * (sizeof(double) + sizeof(int32_t))
+                                : 0;
+    return sizeof *x + 2 * C * x->D * sizeof(float) + C * zcols * sizeof(float) +
+           3 * C * sizeof(int32_t) + 7 * C * sizeof(float) + sampled;
 }
 
 /* z[n, nb] = hc . E[1+j0 .. j0+nb]^T */
@@ -186,6 +326,29 @@ static double focal_term(double zy, double lse, double gamma, double *c) {
     return qg * nll;
 }
 
+/* Per-token loss of the chunk's n rows from the labels' logits and the
+ * max and sum of exp of each softmax, summed in a fixed order; sets the
+ * gradient coefficients and leaves the lse in mx. */
+static double chunk_coefficients(br_xent *x, int32_t n, const br_xent_labels *lb, double gamma,
+                                 double norm) {
+    double loss = 0.0;
+    for (int32_t r = 0; r < n; r++) {
+        const int32_t t = x->row[r];
+        const double lse = (double)x->mx[r] + log((double)x->sum[r]);
+        const double w = lb->weight ? lb->weight[t] : 1.0;
+        const double ma = lb->mix ? lb->mix[t] : 1.0, mb = x->yb[r] > 0 ? 1.0 - ma : 0.0;
+        double ca, cb = 0.0, l = ma * focal_term(x->za[r], lse, gamma, &ca);
+        if (mb != 0.0) l += mb * focal_term(x->zb[r], lse, gamma, &cb);
+        loss += w * l;
+        const double s = w * norm;
+        x->ga[r] = (float)(s * ma * ca);
+        x->gb[r] = (float)(s * mb * cb);
+        x->gs[r] = x->ga[r] + x->gb[r];
+        x->mx[r] = (float)lse;
+    }
+    return loss;
+}
+
 /* Loss of the chunk's n rows (labels set), gradient into dhc and dE. */
 static double xent_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double gamma,
                          double norm, const float *E, float *dE) {
@@ -210,22 +373,7 @@ static double xent_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double
             if (x->yb[r] > j0 && x->yb[r] <= j0 + nb) x->zb[r] = zr[x->yb[r] - 1 - j0];
         }
     }
-    /* Per-token loss and gradient coefficients, summed in a fixed order. */
-    double loss = 0.0;
-    for (int32_t r = 0; r < n; r++) {
-        const int32_t t = x->row[r];
-        const double lse = (double)x->mx[r] + log((double)x->sum[r]);
-        const double w = lb->weight ? lb->weight[t] : 1.0;
-        const double ma = lb->mix ? lb->mix[t] : 1.0, mb = x->yb[r] > 0 ? 1.0 - ma : 0.0;
-        double ca, cb = 0.0, l = ma * focal_term(x->za[r], lse, gamma, &ca);
-        if (mb != 0.0) l += mb * focal_term(x->zb[r], lse, gamma, &cb);
-        loss += w * l;
-        const double s = w * norm;
-        x->ga[r] = (float)(s * ma * ca);
-        x->gb[r] = (float)(s * mb * cb);
-        x->gs[r] = x->ga[r] + x->gb[r];
-        x->mx[r] = (float)lse;
-    }
+    const double loss = chunk_coefficients(x, n, lb, gamma, norm);
     /* Pass 2: G = gs * softmax - ga * onehot(ya) - gb * onehot(yb) per block,
      * dh = G E and dE += G^T h. */
     for (int32_t j0 = 0; j0 < N; j0 += NB) {
@@ -248,6 +396,87 @@ static double xent_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double
     return loss;
 }
 
+/* Sum of exp(z - m) over a row whose left-out entries are -inf: they add
+ * exactly 0 (br_fast_expf clamps its argument, so would not give 0). */
+static float row_sum_exp_kept(const float *z, int32_t n, float m) {
+    float acc[LANES] = {0};
+    int32_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) acc[l] += z[j + l] == -INFINITY ? 0.0f : br_fast_expf(z[j + l] - m);
+    float s = 0.0f;
+    for (; j < n; j++) s += z[j] == -INFINITY ? 0.0f : br_fast_expf(z[j] - m);
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+/* The sampled counterpart of xent_chunk: logits against the gathered
+ * draws es, corrected by log(K Q); the labels' raw logits by dot products; the
+ * draws' gradient into des (scattered by the caller). */
+static double sampled_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double gamma,
+                            double norm, const float *E, float *dE) {
+    const int D = x->D;
+    const int32_t K = x->K;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, K, D, 1.0f, x->hc, D, x->es, D, 0.0f,
+                x->z, K);
+#pragma omp parallel for schedule(static)
+    for (int32_t r = 0; r < n; r++) {
+        float *zr = x->z + (size_t)r * K;
+        const float *hr = x->hc + (size_t)r * D;
+        const int32_t ya = x->ya[r], yb = x->yb[r];
+        /* The labels are given, not drawn: their logits stay uncorrected. */
+        x->za[r] = dot(hr, E + (size_t)ya * D, D);
+        /* A target2 equal to the target is the same support item. */
+        const int own_b = yb > 0 && yb != ya;
+        x->zb[r] = own_b ? dot(hr, E + (size_t)yb * D, D) : x->za[r];
+        for (int32_t k = 0; k < K; k++)
+            zr[k] = x->samp[k] == ya || x->samp[k] == yb ? -INFINITY : zr[k] - x->corr[k];
+        float m = row_max(zr, K);
+        m = x->za[r] > m ? x->za[r] : m;
+        m = own_b && x->zb[r] > m ? x->zb[r] : m;
+        x->mx[r] = m;
+        x->sum[r] = row_sum_exp_kept(zr, K, m) + br_fast_expf(x->za[r] - m) +
+                    (own_b ? br_fast_expf(x->zb[r] - m) : 0.0f);
+    }
+    const double loss = chunk_coefficients(x, n, lb, gamma, norm);
+    /* G = gs * p - ga * onehot(ya) - gb * onehot(yb) over the support: the
+     * draws' part in z, the labels' part in ga and gb. */
+#pragma omp parallel for schedule(static)
+    for (int32_t r = 0; r < n; r++) {
+        float *zr = x->z + (size_t)r * K;
+        const float g = x->gs[r], lse = x->mx[r];
+        for (int32_t k = 0; k < K; k++) zr[k] = zr[k] == -INFINITY ? 0.0f : g * br_fast_expf(zr[k] - lse);
+        const int32_t ya = x->ya[r], yb = x->yb[r];
+        if (yb == ya) {
+            x->ga[r] = g * br_fast_expf(x->za[r] - lse) - x->ga[r] - x->gb[r];
+            x->gb[r] = 0.0f;
+        } else {
+            x->ga[r] = g * br_fast_expf(x->za[r] - lse) - x->ga[r];
+            x->gb[r] = yb > 0 ? g * br_fast_expf(x->zb[r] - lse) - x->gb[r] : 0.0f;
+        }
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, K, 1.0f, x->z, K, x->es, D, 0.0f,
+                x->dhc, D);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, K, D, n, 1.0f, x->z, K, x->hc, D, 1.0f,
+                x->des, D);
+#pragma omp parallel for schedule(static)
+    for (int32_t r = 0; r < n; r++) {
+        float *dr = x->dhc + (size_t)r * D;
+        const float *ea = E + (size_t)x->ya[r] * D, *eb = E + (size_t)x->yb[r] * D;
+        const float ga = x->ga[r], gb = x->gb[r];
+        for (int d = 0; d < D; d++) dr[d] += ga * ea[d] + gb * eb[d];
+    }
+    /* Serial: label rows repeat across tokens. */
+    for (int32_t r = 0; r < n; r++) {
+        const float *hr = x->hc + (size_t)r * D;
+        float *da = dE + (size_t)x->ya[r] * D, *db = dE + (size_t)x->yb[r] * D;
+        const float ga = x->ga[r], gb = x->gb[r];
+        for (int d = 0; d < D; d++) da[d] += ga * hr[d];
+        if (gb != 0.0f)
+            for (int d = 0; d < D; d++) db[d] += gb * hr[d];
+    }
+    return loss;
+}
+
 double br_xent_loss(br_xent *x, const float *h, int32_t T, const br_xent_labels *lb, float gamma,
                     const float *E, float *dE, float *dh, float scale) {
     const int D = x->D;
@@ -256,6 +485,10 @@ double br_xent_loss(br_xent *x, const float *h, int32_t T, const br_xent_labels 
     memset(dh, 0, (size_t)T * D * sizeof(float));
     if (count == 0) return 0.0;
     const double norm = (double)scale / (double)count;
+    /* Sampled: the draws' rows, gathered once for every chunk. */
+    for (int32_t k = 0; k < x->K; k++)
+        memcpy(x->es + (size_t)k * D, E + (size_t)x->samp[k] * D, (size_t)D * sizeof(float));
+    if (x->K) memset(x->des, 0, (size_t)x->K * D * sizeof(float));
     double loss = 0.0;
     for (int32_t t = 0;;) {
         /* Gather the next chunk of tokens with a target. */
@@ -269,9 +502,15 @@ double br_xent_loss(br_xent *x, const float *h, int32_t T, const br_xent_labels 
             n++;
         }
         if (n == 0) break;
-        loss += xent_chunk(x, n, lb, gamma, norm, E, dE);
+        loss += x->K ? sampled_chunk(x, n, lb, gamma, norm, E, dE) : xent_chunk(x, n, lb, gamma, norm, E, dE);
         for (int32_t r = 0; r < n; r++)
             memcpy(dh + (size_t)x->row[r] * D, x->dhc + (size_t)r * D, (size_t)D * sizeof(float));
+    }
+    /* In draw order, so that repeated draws accumulate in a fixed order. */
+    for (int32_t k = 0; k < x->K; k++) {
+        float *de = dE + (size_t)x->samp[k] * D;
+        const float *g = x->des + (size_t)k * D;
+        for (int d = 0; d < D; d++) de[d] += g[d];
     }
     return loss * norm;
 }

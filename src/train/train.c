@@ -83,8 +83,7 @@ br_trainer *br_trainer_create(br_model *m, const br_dataset *ds, const br_train_
     if (!tr->x || !tr->h || !tr->dh || !tr->rows || !tr->order || (plain_last && !tr->target) ||
         br_batch_alloc(&tr->batch, tc->batch_size, max_tok, err) < 0 ||
         br_model_reserve(m, max_tok, tc->batch_size, err) < 0 ||
-        (plain_softmax && !(tr->xent = br_xent_create(m->cfg.n_items, m->cfg.dim, BR_XENT_CHUNK,
-                                                       BR_XENT_BLOCK, err))) ||
+        (plain_softmax && !(tr->xent = br_xent_create_for(&tc->loss, m->cfg.n_items, m->cfg.dim, ds, err))) ||
         (tc->use_basrec && (tc->basrec.operators & BR_OP_MASK) &&
          br_model_add_mask_item(m, tc->seed, err) < 0) ||
         (tc->use_basrec && !(tr->basrec = br_basrec_create(&tc->basrec, &tc->loss, m, ds,
@@ -138,6 +137,8 @@ static double plain_step(br_trainer *tr, const br_batch *b, uint64_t step_key) {
         br_keep_last_targets(tr->target, b->seq_off, b->n_seq);
         target = tr->target;
     }
+    /* sampled-ce: the step's negatives, shared by all its tokens. */
+    if (tr->tc.loss.kind == BR_LOSS_SAMPLED_CE) br_xent_draw(tr->xent, br_key(step_key, 5, 0));
     const double loss = br_loss_eval(&tr->tc.loss, tr->xent, tr->h, b->n_tok, target, b->neg, NULL, D,
                                      br_model_items(m), br_pgrad(&m->params, m->item_emb), tr->dh);
     m->backbone->vt->backward(m->backbone, &m->params, &tok, tr->dh, tr->x);
