@@ -4,7 +4,9 @@
  * second, the useful GFLOP/s of the training step (matrix work on real
  * positions, counted below), full-ranking evaluation seconds over all
  * users, and peak RSS.
- * Usage: bench_train [data.txt] [epochs] [threads] [stage1|stage2] [max_len] */
+ * Usage: bench_train [data.txt] [epochs] [threads] [stage1|stage2] [max_len] [model]
+ * (model: sasrec, the default, gru4rec, nextitnet or fmlprec; the GFLOP/s
+ * count is SASRec's, so it is printed for SASRec only). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,7 @@ int main(int argc, char **argv) {
     const int threads = argc > 3 ? atoi(argv[3]) : 0;
     const int stage2 = argc > 4 && strcmp(argv[4], "stage2") == 0;
     const int max_len = argc > 5 ? atoi(argv[5]) : 0;
+    const char *model = argc > 6 ? argv[6] : "sasrec";
     if (threads > 0) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
@@ -65,6 +68,8 @@ int main(int argc, char **argv) {
     mc.n_items = ds.n_items;
     mc.hidden_dropout = mc.attn_dropout = 0.1f;
     if (max_len > 0) mc.max_len = max_len;
+    snprintf(mc.model, sizeof mc.model, "%s", model);
+    br_model_config_backbone_defaults(&mc);
     tc.use_basrec = stage2;
     br_model m;
     br_trainer *tr = NULL;
@@ -85,13 +90,15 @@ int main(int argc, char **argv) {
     for (int i = 0; i < evals; i++) br_evaluate(&m, &ds, BR_SPLIT_TEST, &met, &err);
     const double eval_s = (now() - t0) / evals;
     const int copies = stage2 ? 1 + 2 * tc.basrec.n_pairs : 1;
-    const double gflops = copies * epoch_flops(&ds, &mc) / epoch_s * 1e-9;
+    char gflops[32] = "null";
+    if (strcmp(model, "sasrec") == 0)
+        snprintf(gflops, sizeof gflops, "%.1f", copies * epoch_flops(&ds, &mc) / epoch_s * 1e-9);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\": \"train\", \"stage\": %d, \"data\": \"%s\", \"threads\": %d, \"max_len\": %d, \"epoch_seconds\": %.3f, "
-           "\"train_positions\": %lld, \"positions_per_second\": %.0f, \"useful_gflops\": %.1f, "
+    printf("{\"bench\": \"train\", \"model\": \"%s\", \"stage\": %d, \"data\": \"%s\", \"threads\": %d, \"max_len\": %d, \"epoch_seconds\": %.3f, "
+           "\"train_positions\": %lld, \"positions_per_second\": %.0f, \"useful_gflops\": %s, "
            "\"eval_seconds\": %.3f, \"eval_users\": %d, \"peak_rss_mb\": %.1f}\n",
-           stage2 ? 2 : 1, path, omp_get_max_threads(), mc.max_len, epoch_s, (long long)br_trainer_epoch_tokens(tr),
+           model, stage2 ? 2 : 1, path, omp_get_max_threads(), mc.max_len, epoch_s, (long long)br_trainer_epoch_tokens(tr),
            (double)br_trainer_epoch_tokens(tr) / epoch_s, gflops, eval_s, ds.n_users, ru.ru_maxrss / 1024.0);
     br_trainer_free(tr);
     br_model_free(&m);

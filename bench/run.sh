@@ -25,6 +25,10 @@ out=$(mktemp)
         "$B/bench/bench_train" "$data" 3 "$th" stage1
         "$B/bench/bench_train" "$data" 2 "$th" stage2
     done
+    for model in gru4rec nextitnet fmlprec; do
+        "$B/bench/bench_train" "$data" 2 2 stage1 50 "$model"
+        "$B/bench/bench_train" "$data" 1 2 stage2 50 "$model"
+    done
     "$B/bench/bench_rank"
     if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
         for mode in stage1 stage2 eval; do
