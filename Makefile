@@ -67,7 +67,7 @@ $(BUILD)/examples/%: examples/%.c include/basrec.h $(BUILD)/libbasrec.a
 
 examples: $(EXAMPLE_BIN)
 
-$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/fixture_util.h $(BUILD)/libbasrec.a
+$(BUILD)/tests/%: tests/%.c tests/testutil.h tests/fixture_util.h tests/loss_util.h $(BUILD)/libbasrec.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/libbasrec.a $(LDFLAGS) $(LDLIBS) -lcmocka
 

@@ -1,5 +1,6 @@
 /* Shared helpers of the backbone parity and gradient tests (test_parity.c,
- * test_gru4rec.c, test_nextitnet.c, test_fmlprec.c): fixture access, the
+ * test_gru4rec.c, test_nextitnet.c, test_fmlprec.c; the loss tests use its
+ * finite-difference helpers through loss_util.h): fixture access, the
  * ragged batch built from a fixture, the max-abs-relative comparison, and
  * central finite differences of a training objective. */
 #ifndef BR_FIXTURE_UTIL_H

@@ -4,71 +4,15 @@
  * mixup labels, several chunks); finite differences w.r.t. h and the item
  * table; its limit for many negatives; determinism of draws and results;
  * the proposal's frequencies (chi-square) and its pop weights from a
- * dataset. The kernel is float32, so objectives are summed in double and
- * each difference divides by the perturbation actually stored. */
-#include "testutil.h"
-
-#include <math.h>
+ * dataset. */
+#include "loss_util.h"
 
 #include "data/dataset.h"
-#include "train/loss.h"
-#include "util/rng.h"
 
-static float *alloc_f(long n) {
-    float *p = calloc((size_t)n, sizeof *p);
-    assert_non_null(p);
-    return p;
-}
-
-static void fill_normal(float *x, long n, float std, br_rng *r) {
-    for (long i = 0; i < n; i++) x[i] = std * (float)br_rng_normal(r);
-}
-
-/* T tokens of dimension D against items 1..N (row 0 padding). */
-typedef struct problem {
-    int32_t T, N;
-    int D;
-    float *h, *E;
-    int32_t *target, *target2;
-    float *mix, *weight;
-} problem;
-
-/* Random h and E; every 5th token unlabelled; with mixup, partner labels on
- * most tokens, one of them equal to the token's own target. */
+/* problem_random without negatives; with mixup, token 0's partner label is its own target. */
 static void problem_init(problem *p, int32_t T, int32_t N, int D, int mixup, int weighted, br_rng *r) {
-    memset(p, 0, sizeof *p);
-    p->T = T, p->N = N, p->D = D;
-    p->h = alloc_f((long)T * D);
-    p->E = alloc_f((long)(N + 1) * D);
-    fill_normal(p->h, (long)T * D, 1.0f, r);
-    fill_normal(p->E, (long)(N + 1) * D, 0.5f, r);
-    p->target = calloc((size_t)T, sizeof *p->target);
-    assert_non_null(p->target);
-    for (int32_t t = 0; t < T; t++) p->target[t] = t % 5 == 3 ? 0 : 1 + (int32_t)br_rng_below(r, (uint64_t)N);
-    if (mixup) {
-        p->target2 = calloc((size_t)T, sizeof *p->target2);
-        p->mix = alloc_f(T);
-        assert_non_null(p->target2);
-        for (int32_t t = 0; t < T; t++) {
-            const int has = t % 4 != 1;
-            p->target2[t] = has ? 1 + (int32_t)br_rng_below(r, (uint64_t)N) : 0;
-            p->mix[t] = has ? (float)br_rng_uniform(r) : 1.0f;
-        }
-        p->target2[0] = p->target[0];
-    }
-    if (weighted) {
-        p->weight = alloc_f(T);
-        for (int32_t t = 0; t < T; t++) p->weight[t] = (float)br_rng_uniform(r);
-    }
-}
-
-static void problem_free(problem *p) {
-    free(p->h), free(p->E), free(p->target), free(p->target2), free(p->mix), free(p->weight);
-}
-
-static br_xent_labels labels_of(const problem *p) {
-    br_xent_labels lb = {p->target, p->target2, p->mix, p->weight};
-    return lb;
+    problem_random(p, T, N, D, mixup, weighted, 0, r);
+    if (mixup) p->target2[0] = p->target[0];
 }
 
 /* Popularity-like weights 1 + (i^2 mod 37) over 1..N. */
@@ -82,16 +26,15 @@ static double *skewed_weights(int32_t N) {
 /* The definition, directly: the support of token t is its target, its
  * target2 (when > 0 and different), and every draw that is neither; the
  * labels' logits h.E[i], the draws' h.E[i] - log(K Q(i)). d loss / d logit_j = (wa + wb) p_j - wa [j = a]
- * - wb [j = b]. dh zeroed here, dE accumulated. */
-static double direct_ref(const problem *p, const br_xent *x, int32_t K, double scale, double *dh, double *dE) {
+ * - wb [j = b]. Accumulates into dh and dE; arg points to K. */
+static double direct_ref(const problem *p, const br_xent *x, float gamma, double norm, const void *arg, double *dh,
+                         double *dE) {
     const int D = p->D;
+    const int32_t K = *(const int32_t *)arg;
     const int32_t *s = br_xent_samples(x);
     int32_t *item = malloc(((size_t)K + 2) * sizeof *item);
     double *z = malloc(((size_t)K + 2) * sizeof *z), *g = malloc(((size_t)K + 2) * sizeof *g);
     assert_true(item && z && g);
-    int64_t count = 0;
-    for (int32_t t = 0; t < p->T; t++) count += p->target[t] > 0;
-    memset(dh, 0, (size_t)p->T * D * sizeof *dh);
     double loss = 0.0;
     for (int32_t t = 0; t < p->T; t++) {
         const int32_t a = p->target[t], b = p->target2 ? p->target2[t] : 0;
@@ -119,7 +62,7 @@ static double direct_ref(const problem *p, const br_xent *x, int32_t K, double s
         g[0] -= wa;
         if (b > 0 && b != a) g[1] -= wb;
         for (int j = 0; j < n; j++) {
-            const double gj = w * g[j] * scale / (double)count;
+            const double gj = w * g[j] * norm;
             for (int d = 0; d < D; d++) {
                 dh[(size_t)t * D + d] += gj * p->E[(size_t)item[j] * D + d];
                 dE[(size_t)item[j] * D + d] += gj * ht[d];
@@ -127,15 +70,7 @@ static double direct_ref(const problem *p, const br_xent *x, int32_t K, double s
         }
     }
     free(item), free(z), free(g);
-    return count ? loss * scale / (double)count : 0.0;
-}
-
-static void assert_close_rel(const char *what, const float *a, const double *b, long n, double tol) {
-    double mb = 0.0;
-    for (long i = 0; i < n; i++) mb = fmax(mb, fabs(b[i]));
-    for (long i = 0; i < n; i++)
-        if (fabs(a[i] - b[i]) > tol * fmax(mb, 1e-2))
-            fail_msg("%s[%ld]: %.9g vs reference %.9g (max %.3g)", what, i, (double)a[i], b[i], mb);
+    return loss * norm;
 }
 
 /* Repeated draws and accidental hits (of target or target2) in the draw of
@@ -159,23 +94,9 @@ static void check_direct(const problem *p, int32_t chunk, int32_t K, const doubl
     br_xent *x = br_xent_create_sampled(p->N, p->D, chunk, K, w, &err);
     if (!x) fail_msg("%s", err.msg);
     br_xent_draw(x, key);
-    const long nh = (long)p->T * p->D, ne = (long)(p->N + 1) * p->D;
-    float *dh = alloc_f(nh), *dE = alloc_f(ne);
-    double *rdh = calloc((size_t)nh, sizeof *rdh), *rdE = calloc((size_t)ne, sizeof *rdE);
-    assert_true(rdh && rdE);
-    fill_normal(dh, nh, 9.0f, &(br_rng){{1, 2, 3, 4}}); /* overwritten */
-    const br_xent_labels lb = labels_of(p);
-    const double loss = br_xent_loss(x, p->h, p->T, &lb, 0.0f, p->E, dE, dh, scale);
-    const double ref = direct_ref(p, x, K, scale, rdh, rdE);
-    if (fabs(loss - ref) > 1e-5 * fabs(ref))
-        fail_msg("N %d K %d chunk %d: loss %.9g vs reference %.9g", p->N, K, chunk, loss, ref);
-    assert_close_rel("dh", dh, rdh, nh, 2e-5);
-    assert_close_rel("dE", dE, rdE, ne, 2e-5);
-    for (int d = 0; d < p->D; d++) assert_true(dE[d] == 0.0f); /* the padding row */
-    for (int32_t t = 0; t < p->T; t++)
-        if (p->target[t] == 0)
-            for (int d = 0; d < p->D; d++) assert_true(dh[(size_t)t * p->D + d] == 0.0f);
-    free(dh), free(dE), free(rdh), free(rdE);
+    char what[64];
+    snprintf(what, sizeof what, "N %d K %d chunk %d", p->N, K, chunk);
+    check_against_ref(what, p, x, 0.0f, scale, direct_ref, &K);
     br_xent_free(x);
 }
 
@@ -216,121 +137,42 @@ static void test_direct_reference(void **state) {
 
 /* No target at all: zero loss and gradient. */
 static void test_no_targets(void **state) {
-    br_rng r;
-    br_rng_seed(&r, 42, 0);
-    problem p;
-    problem_init(&p, 6, 9, 4, 0, 0, &r);
-    memset(p.target, 0, 6 * sizeof *p.target);
     br_error err;
     br_xent *x = br_xent_create_sampled(9, 4, 4, 8, NULL, &err);
-    assert_non_null(x);
-    float *dh = alloc_f(24), *dE = alloc_f(40);
-    fill_normal(dh, 24, 1.0f, &r);
-    const br_xent_labels lb = labels_of(&p);
-    assert_true(br_xent_loss(x, p.h, 6, &lb, 0.0f, p.E, dE, dh, 1.0f) == 0.0);
-    for (int i = 0; i < 24; i++) assert_true(dh[i] == 0.0f);
-    for (int i = 0; i < 40; i++) assert_true(dE[i] == 0.0f);
-    free(dh), free(dE);
+    check_no_targets(x, 42);
     br_xent_free(x);
-    problem_free(&p);
 }
 
 /* ---- finite differences ---- */
 
-#define EPS 1e-2f
-#define EPS_DIR 1e-3f
-#define TOL 1e-2
-#define TOL_DIR 1e-3
-#define FLOOR 1e-2
-
-typedef struct fd_ctx {
-    const problem *p;
-    br_xent *x;
-    float *dh, *dE; /* scratch */
-} fd_ctx;
-
-static double fd_obj(fd_ctx *c) {
-    const br_xent_labels lb = labels_of(c->p);
-    return br_xent_loss(c->x, c->p->h, c->p->T, &lb, 0.0f, c->p->E, c->dE, c->dh, 1.3f);
+/* The sampled loss on the draw of x, at scale 1.3. */
+static double sampled_loss(const problem *p, void *x, float *dh, float *dE) {
+    const br_xent_labels lb = labels_of(p);
+    return br_xent_loss(x, p->h, p->T, &lb, 0.0f, p->E, dE, dh, 1.3f);
 }
 
-static double rel_err(double fd, double an, double floor) {
-    return fabs(fd - an) / fmax(fmax(fabs(fd), fabs(an)), floor);
-}
-
-static double fd_entry(fd_ctx *c, float *v, long i, double an) {
-    const float v0 = v[i];
-    v[i] = v0 + EPS;
-    const float vp = v[i];
-    const double fp = fd_obj(c);
-    v[i] = v0 - EPS;
-    const float vm = v[i];
-    const double fm = fd_obj(c);
-    v[i] = v0;
-    const double fd = (fp - fm) / ((double)vp - (double)vm), e = rel_err(fd, an, FLOOR);
-    if (e > TOL) fail_msg("entry %ld: finite difference %.7g, analytic %.7g (rel err %.2e)", i, fd, an, e);
-    return e;
-}
-
-/* Every entry of h and of the item table, then one direction over both. */
+/* Finite differences on the draw of key 5, which repeats items and hits the labels. */
 static void check_fd(const char *label, const problem *p, int32_t K, const double *w) {
     br_error err;
-    fd_ctx c = {p, br_xent_create_sampled(p->N, p->D, 3, K, w, &err), alloc_f((long)p->T * p->D),
-                alloc_f((long)(p->N + 1) * p->D)};
-    assert_non_null(c.x);
-    br_xent_draw(c.x, 5);
+    br_xent *x = br_xent_create_sampled(p->N, p->D, 3, K, w, &err);
+    assert_non_null(x);
+    br_xent_draw(x, 5);
     int dups, ha, hb;
-    count_hits(p, c.x, K, &dups, &ha, &hb);
+    count_hits(p, x, K, &dups, &ha, &hb);
     assert_true(dups > 0 && ha > 0 && (!p->target2 || hb > 0));
-    const long nh = (long)p->T * p->D, ne = (long)(p->N + 1) * p->D;
-    float *dh = alloc_f(nh), *dE = alloc_f(ne);
-    const br_xent_labels lb = labels_of(p);
-    br_xent_loss(c.x, p->h, p->T, &lb, 0.0f, p->E, dE, dh, 1.3f);
-    double worst_h = 0.0, worst_e = 0.0;
-    for (long i = 0; i < nh; i++) worst_h = fmax(worst_h, fd_entry(&c, p->h, i, dh[i]));
-    for (long i = 0; i < ne; i++) worst_e = fmax(worst_e, fd_entry(&c, p->E, i, dE[i]));
-
-    br_rng r;
-    br_rng_seed(&r, 43, 0);
-    float *oh = malloc((size_t)nh * sizeof *oh), *oe = malloc((size_t)ne * sizeof *oe);
-    float *vh = alloc_f(nh), *ve = alloc_f(ne);
-    assert_true(oh && oe);
-    memcpy(oh, p->h, (size_t)nh * sizeof *oh);
-    memcpy(oe, p->E, (size_t)ne * sizeof *oe);
-    fill_normal(vh, nh, EPS_DIR, &r);
-    fill_normal(ve, ne, EPS_DIR, &r);
-    for (long i = 0; i < nh; i++) p->h[i] = oh[i] + vh[i];
-    for (long i = 0; i < ne; i++) p->E[i] = oe[i] + ve[i];
-    const double fp = fd_obj(&c);
-    double an = 0.0;
-    for (long i = 0; i < nh; i++) {
-        const float xp = p->h[i];
-        p->h[i] = oh[i] - vh[i];
-        an += (double)dh[i] * ((double)xp - (double)p->h[i]);
-    }
-    for (long i = 0; i < ne; i++) {
-        const float xp = p->E[i];
-        p->E[i] = oe[i] - ve[i];
-        an += (double)dE[i] * ((double)xp - (double)p->E[i]);
-    }
-    const double fm = fd_obj(&c);
-    memcpy(p->h, oh, (size_t)nh * sizeof *oh);
-    memcpy(p->E, oe, (size_t)ne * sizeof *oe);
-    const double e_dir = rel_err(fp - fm, an, FLOOR * 2.0 * EPS_DIR);
-    if (e_dir > TOL_DIR) fail_msg("%s: directional difference %.7g, analytic %.7g (rel err %.2e)", label, fp - fm, an, e_dir);
-    print_message("%-30s h %.1e  E %.1e | direction %.1e (%d repeats, %d + %d hits)\n", label, worst_h,
-                  worst_e, e_dir, dups, ha, hb);
-    free(oh), free(oe), free(vh), free(ve), free(dh), free(dE), free(c.dh), free(c.dE);
-    br_xent_free(c.x);
+    char note[48];
+    snprintf(note, sizeof note, " (%d repeats, %d + %d hits)", dups, ha, hb);
+    fd_check(label, note, p, sampled_loss, x, 43);
+    br_xent_free(x);
 }
 
 static void test_fd(void **state) {
+    double *w = skewed_weights(9);
     br_rng r;
     br_rng_seed(&r, 44, 0);
     problem p, pw;
     problem_init(&p, 11, 9, 5, 0, 0, &r);
     problem_init(&pw, 11, 9, 5, 1, 1, &r);
-    double *w = skewed_weights(9);
     check_fd("sampled-ce uniform", &p, 12, NULL);
     check_fd("sampled-ce pop", &p, 12, w);
     check_fd("weighted, mixup labels, pop", &pw, 12, w);
@@ -395,30 +237,21 @@ static void test_many_negatives(void **state) {
 /* Same key: the same draw and the same bytes, in a fresh workspace too and
  * after other draws; another key, another draw. */
 static void test_determinism(void **state) {
+    double *w = skewed_weights(50);
     br_rng r;
     br_rng_seed(&r, 46, 0);
     problem p;
     problem_init(&p, 40, 50, 8, 1, 1, &r);
-    double *w = skewed_weights(50);
     br_error err;
     br_xent *a = br_xent_create_sampled(50, 8, 16, 64, w, &err), *b = br_xent_create_sampled(50, 8, 16, 64, w, &err);
     assert_true(a && b);
-    float *dh1 = alloc_f(320), *dh2 = alloc_f(320), *dE1 = alloc_f(408), *dE2 = alloc_f(408);
-    const br_xent_labels lb = labels_of(&p);
     br_xent_draw(a, 77);
     br_xent_draw(b, 78);
     br_xent_draw(b, 77);
     assert_memory_equal(br_xent_samples(a), br_xent_samples(b), 64 * sizeof(int32_t));
-    const double l1 = br_xent_loss(a, p.h, 40, &lb, 0.0f, p.E, dE1, dh1, 1.0f);
-    const double l2 = br_xent_loss(b, p.h, 40, &lb, 0.0f, p.E, dE2, dh2, 1.0f);
-    assert_memory_equal(&l1, &l2, sizeof l1);
-    assert_memory_equal(dh1, dh2, 320 * sizeof(float));
-    assert_memory_equal(dE1, dE2, 408 * sizeof(float));
-    br_xent_loss(a, p.h, 40, &lb, 0.0f, p.E, dE1, dh1, 1.0f);
-    for (int i = 0; i < 408; i++) assert_float_equal(dE1[i], 2.0f * dE2[i], 1e-6f);
+    check_same_bits(a, b, &p, 0.0f);
     br_xent_draw(b, 79);
     assert_memory_not_equal(br_xent_samples(a), br_xent_samples(b), 64 * sizeof(int32_t));
-    free(dh1), free(dh2), free(dE1), free(dE2);
     br_xent_free(a), br_xent_free(b);
     problem_free(&p);
     free(w);
