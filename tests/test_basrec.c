@@ -328,6 +328,23 @@ static void test_grad_softmax_losses(void **state) {
     check_basrec_grad_loss("sampled-ce K 5 uniform", &cfg, &lc);
 }
 
+/* Mix padding "last": a shorter partner's last output takes the place of
+ * the zero vector, so gradient reaches it from slots it has no token at. */
+static void test_grad_mix_pad_last(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.single_seq = 0;
+    cfg.mix_pad = BR_MIX_PAD_LAST;
+    check_basrec_grad("mix pad last", &cfg);
+    cfg.nonlinear = 0;
+    check_basrec_grad("mix pad last, linear", &cfg);
+    cfg.nonlinear = 1;
+    br_loss_config lc;
+    br_loss_config_defaults(&lc);
+    lc.kind = BR_LOSS_CE;
+    check_basrec_grad_loss("mix pad last, ce", &cfg, &lc);
+}
+
 static void test_operator_names(void **state) {
     unsigned ops = 0;
     char buf[40];
@@ -352,11 +369,17 @@ static void test_operator_names(void **state) {
     assert_int_equal(a, BR_CROP_PAD);
     assert_string_equal(br_crop_align_name(BR_CROP_SUFFIX), "suffix");
     assert_int_equal(br_crop_align_parse("left", &a), -1);
+    br_mix_pad mp;
+    assert_int_equal(br_mix_pad_parse("last", &mp), 0);
+    assert_int_equal(mp, BR_MIX_PAD_LAST);
+    assert_string_equal(br_mix_pad_name(BR_MIX_PAD_ZERO), "zero");
+    assert_int_equal(br_mix_pad_parse("first", &mp), -1);
     /* BASRec's configuration is the default. */
     br_basrec_config cfg;
     br_basrec_config_defaults(&cfg);
     assert_int_equal(cfg.operators, BR_OPS_BASREC);
     assert_int_equal(cfg.crop_align, BR_CROP_SUFFIX);
+    assert_int_equal(cfg.mix_pad, BR_MIX_PAD_ZERO);
 }
 
 /* ---- the mask item ---- */
@@ -423,6 +446,7 @@ static void test_checkpoint_options(void **state) {
     tc.use_basrec = 1;
     tc.basrec.operators = BR_OP_CROP | BR_OP_MASK | BR_OP_REORDER;
     tc.basrec.crop_align = BR_CROP_PAD;
+    tc.basrec.mix_pad = BR_MIX_PAD_LAST;
     tc.loss.kind = BR_LOSS_FOCAL;
     tc.loss.focal_gamma = 1.5f;
     tc.loss.ce_negatives = 77;
@@ -441,6 +465,7 @@ static void test_checkpoint_options(void **state) {
     if (br_checkpoint_load(path, &m2, &f.ds, 1, &tc2, &st2, &err) < 0) fail_msg("%s", err.msg);
     assert_int_equal(tc2.basrec.operators, tc.basrec.operators);
     assert_int_equal(tc2.basrec.crop_align, BR_CROP_PAD);
+    assert_int_equal(tc2.basrec.mix_pad, BR_MIX_PAD_LAST);
     assert_int_equal(tc2.loss.kind, BR_LOSS_FOCAL);
     assert_true(tc2.loss.focal_gamma == 1.5f);
     assert_int_equal(tc2.loss.ce_negatives, 77);
@@ -715,6 +740,22 @@ static void test_identical_partners(void **state) {
     fixture_free(&f);
 }
 
+/* The fixture's lengths differ, so some partners are shorter: mix padding
+ * changes the cross-sequence loss and nothing else. */
+static void test_mix_pad_effect(void **state) {
+    fixture f;
+    fixture_init(&f, 0.0f);
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    const br_basrec_stats zero = run_step(&f, &cfg);
+    cfg.mix_pad = BR_MIX_PAD_LAST;
+    const br_basrec_stats last = run_step(&f, &cfg);
+    assert_true(last.loss_main == zero.loss_main && last.loss_ssa == zero.loss_ssa);
+    if (!(fabs(last.loss_csa - zero.loss_csa) > 1e-4 * zero.loss_csa))
+        fail_msg("loss_csa %.9g with last, %.9g with zero", last.loss_csa, zero.loss_csa);
+    fixture_free(&f);
+}
+
 /* ---- the stacked layout under M-Crop ---- */
 
 /* Crop copies hold max(int(rate * n), 1) tokens with suffix alignment and
@@ -771,6 +812,8 @@ int main(void) {
         cmocka_unit_test(test_grad_cross_only),
         cmocka_unit_test(test_grad_crop_mask),
         cmocka_unit_test(test_grad_softmax_losses),
+        cmocka_unit_test(test_grad_mix_pad_last),
+        cmocka_unit_test(test_mix_pad_effect),
         cmocka_unit_test(test_crop_layout),
         cmocka_unit_test(test_operator_names),
         cmocka_unit_test(test_mask_never_ranked),

@@ -5,6 +5,7 @@
 #include "augment/augment.h"
 #include "augment/basrec.h"
 #include "train/loss.h"
+#include "util/names.h"
 
 void br_basrec_config_defaults(br_basrec_config *c) {
     c->alpha = 0.4f;
@@ -18,6 +19,7 @@ void br_basrec_config_defaults(br_basrec_config *c) {
     c->nonlinear = 1;
     c->operators = BR_OPS_BASREC;
     c->crop_align = BR_CROP_SUFFIX;
+    c->mix_pad = BR_MIX_PAD_ZERO;
 }
 
 int br_basrec_preset(br_basrec_config *c, const char *dataset) {
@@ -72,12 +74,21 @@ static const char *const align_names[2] = {"suffix", "pad"};
 const char *br_crop_align_name(br_crop_align a) { return align_names[a]; }
 
 int br_crop_align_parse(const char *name, br_crop_align *a) {
-    for (int i = 0; i < 2; i++)
-        if (strcmp(name, align_names[i]) == 0) {
-            *a = (br_crop_align)i;
-            return 0;
-        }
-    return -1;
+    const int i = br_name_index(align_names, 2, name);
+    if (i < 0) return -1;
+    *a = (br_crop_align)i;
+    return 0;
+}
+
+static const char *const mix_pad_names[2] = {"zero", "last"};
+
+const char *br_mix_pad_name(br_mix_pad k) { return mix_pad_names[k]; }
+
+int br_mix_pad_parse(const char *name, br_mix_pad *k) {
+    const int i = br_name_index(mix_pad_names, 2, name);
+    if (i < 0) return -1;
+    *k = (br_mix_pad)i;
+    return 0;
 }
 
 /* Per-token scratch vectors of the cross-sequence mix live on the stack. */
@@ -154,8 +165,9 @@ br_basrec *br_basrec_create(const br_basrec_config *cfg, const br_loss_config *l
         return NULL;
     }
     if (cfg->operators == 0 || (cfg->operators & ~(unsigned)BR_OP_ALL) ||
-        (cfg->crop_align != BR_CROP_SUFFIX && cfg->crop_align != BR_CROP_PAD)) {
-        br_errorf(err, "basrec: need a non-empty set of operators and a known crop alignment");
+        (cfg->crop_align != BR_CROP_SUFFIX && cfg->crop_align != BR_CROP_PAD) ||
+        (cfg->mix_pad != BR_MIX_PAD_ZERO && cfg->mix_pad != BR_MIX_PAD_LAST)) {
+        br_errorf(err, "basrec: need a non-empty set of operators, a known crop alignment and mix padding");
         return NULL;
     }
     if (m->cfg.dim > MIX_MAX_DIM) {
@@ -355,23 +367,29 @@ static void draw_mix(br_basrec *bs, const br_batch *plain, mix_kind kind, uint64
 }
 
 /* Token of b's partner perm[b] at token t's slot, -1 where the partner is
- * shorter; w[0..D) gets the mix weights of t. */
+ * shorter; *qh gets the partner's token whose output is mixed in: q, or
+ * where there is none, the partner's last token (mix padding "last") or -1
+ * (a zero vector). w[0..D) gets the mix weights of t. */
 static int32_t mix_partner(const br_basrec *bs, const br_batch *plain, mix_kind kind, int32_t b,
-                           int32_t t, float *w) {
+                           int32_t t, float *w, int32_t *qh) {
     const int32_t p = bs->perm[b], D = bs->m->cfg.dim;
-    const int32_t q = plain->seq_off[p + 1] - (bs->m->cfg.max_len - plain->pos[t]);
+    int32_t q = plain->seq_off[p + 1] - (bs->m->cfg.max_len - plain->pos[t]);
     for (int32_t d = 0; d < D; d++)
         w[d] = kind == MIX_ITEM ? bs->mix_w[t] : kind == MIX_FEATURE ? bs->mix_w[(size_t)b * D + d] : bs->mix_w[b];
-    return q >= plain->seq_off[p] ? q : -1;
+    if (q < plain->seq_off[p]) q = -1;
+    *qh = q >= 0 ? q : bs->cfg.mix_pad == BR_MIX_PAD_LAST ? plain->seq_off[p + 1] - 1 : -1;
+    return q;
 }
 
 /* BCE on mixed representations: for token t of sequence b at slot l and the
  * partner p = perm[b]'s token q at the same slot,
  *   h = w*H[t] + (1-w)*H[q],  e+ = w*E[pos_t] + (1-w)*E[pos_q],  e- likewise,
  * with w the item-wise, feature-wise or per-sequence weight. Where the
- * partner has no real token at slot l (it is shorter), its side is a zero
- * vector: ragged batches hold no padded-slot outputs (docs/DESIGN.md). The
- * loss is averaged over b's real tokens, i.e. the original target mask.
+ * partner has no real token at slot l (it is shorter), its targets' side is
+ * a zero vector, and its output's side too, or its last output under mix
+ * padding "last": ragged batches hold no padded-slot outputs
+ * (docs/DESIGN.md). The loss is averaged over b's real tokens, i.e. the
+ * original target mask.
  * Gradients are added to dh (for H) and to the item table's gradient. */
 static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
     const int32_t B = plain->n_seq, T0 = plain->n_tok, D = bs->m->cfg.dim;
@@ -384,15 +402,16 @@ static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
     double loss = 0.0;
     for (int32_t b = 0; b < B; b++) {
         for (int32_t t = plain->seq_off[b]; t < plain->seq_off[b + 1]; t++) {
-            const int32_t q = mix_partner(bs, plain, kind, b, t, w);
+            int32_t qh;
+            const int32_t q = mix_partner(bs, plain, kind, b, t, w, &qh);
             const int has_q = q >= 0;
             const float *ht = H + (size_t)t * D, *ep = E + (size_t)plain->target[t] * D, *en = E + (size_t)plain->neg[t] * D;
-            const float *hq = has_q ? H + (size_t)q * D : NULL;
+            const float *hq = qh >= 0 ? H + (size_t)qh * D : NULL;
             const float *eqp = has_q ? E + (size_t)plain->target[q] * D : NULL;
             const float *eqn = has_q ? E + (size_t)plain->neg[q] * D : NULL;
             float lp = 0.0f, ln = 0.0f;
             for (int32_t d = 0; d < D; d++) {
-                hm[d] = w[d] * ht[d] + (has_q ? (1.0f - w[d]) * hq[d] : 0.0f);
+                hm[d] = w[d] * ht[d] + (hq ? (1.0f - w[d]) * hq[d] : 0.0f);
                 pm[d] = w[d] * ep[d] + (has_q ? (1.0f - w[d]) * eqp[d] : 0.0f);
                 nm[d] = w[d] * en[d] + (has_q ? (1.0f - w[d]) * eqn[d] : 0.0f);
                 lp += hm[d] * pm[d];
@@ -400,7 +419,7 @@ static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
             }
             loss += softplus(-lp) + softplus(ln);
             const float gp = norm * (sigmoidf(lp) - 1.0f), gn = norm * sigmoidf(ln);
-            float *dht = dH + (size_t)t * D, *dhq = has_q ? dH + (size_t)q * D : NULL;
+            float *dht = dH + (size_t)t * D, *dhq = hq ? dH + (size_t)qh * D : NULL;
             float *dep = dE + (size_t)plain->target[t] * D, *den = dE + (size_t)plain->neg[t] * D;
             float *dqp = has_q ? dE + (size_t)plain->target[q] * D : NULL;
             float *dqn = has_q ? dE + (size_t)plain->neg[q] * D : NULL;
@@ -410,8 +429,8 @@ static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
                 dht[d] += w[d] * g_h;
                 dep[d] += w[d] * g_p;
                 den[d] += w[d] * g_n;
+                if (dhq) dhq[d] += (1.0f - w[d]) * g_h;
                 if (has_q) {
-                    dhq[d] += (1.0f - w[d]) * g_h;
                     dqp[d] += (1.0f - w[d]) * g_p;
                     dqn[d] += (1.0f - w[d]) * g_n;
                 }
@@ -434,12 +453,13 @@ static double mix_loss_softmax(br_basrec *bs, const br_batch *plain, mix_kind ki
     float w[MIX_MAX_DIM];
     for (int32_t b = 0; b < B; b++)
         for (int32_t t = plain->seq_off[b]; t < plain->seq_off[b + 1]; t++) {
-            const int32_t q = mix_partner(bs, plain, kind, b, t, w);
-            const float *ht = bs->h + (size_t)t * D, *hq = q >= 0 ? bs->h + (size_t)q * D : NULL;
+            int32_t qh;
+            const int32_t q = mix_partner(bs, plain, kind, b, t, w, &qh);
+            const float *ht = bs->h + (size_t)t * D, *hq = qh >= 0 ? bs->h + (size_t)qh * D : NULL;
             float *hm = bs->hm + (size_t)t * D;
             double wsum = 0.0;
             for (int32_t d = 0; d < D; d++) {
-                hm[d] = w[d] * ht[d] + (q >= 0 ? (1.0f - w[d]) * hq[d] : 0.0f);
+                hm[d] = w[d] * ht[d] + (hq ? (1.0f - w[d]) * hq[d] : 0.0f);
                 wsum += w[d];
             }
             bs->target2[t] = q >= 0 ? bs->target[q] : 0;
@@ -452,12 +472,13 @@ static double mix_loss_softmax(br_basrec *bs, const br_batch *plain, mix_kind ki
     /* Back through the mix (serial: a token is its own and a partner's). */
     for (int32_t b = 0; b < B; b++)
         for (int32_t t = plain->seq_off[b]; t < plain->seq_off[b + 1]; t++) {
-            const int32_t q = mix_partner(bs, plain, kind, b, t, w);
+            int32_t qh;
+            mix_partner(bs, plain, kind, b, t, w, &qh);
             const float *g = bs->dhm + (size_t)t * D;
             float *dht = bs->dh + (size_t)t * D;
             for (int32_t d = 0; d < D; d++) dht[d] += w[d] * g[d];
-            if (q < 0) continue;
-            float *dhq = bs->dh + (size_t)q * D;
+            if (qh < 0) continue;
+            float *dhq = bs->dh + (size_t)qh * D;
             for (int32_t d = 0; d < D; d++) dhq[d] += (1.0f - w[d]) * g[d];
         }
     return loss;

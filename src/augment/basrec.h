@@ -39,6 +39,10 @@ enum { BR_OP_REORDER = 1, BR_OP_SUBSTITUTE = 2, BR_OP_CROP = 4, BR_OP_MASK = 8, 
  *    and mix the original's item with a zero vector (l * E[item]), as a
  *    left-padded window would, without reading the padding row. */
 typedef enum { BR_CROP_SUFFIX, BR_CROP_PAD } br_crop_align;
+/* A cross-sequence mix where the partner is shorter than the sequence:
+ * the partner's side of the output is a zero vector, or its last output
+ * (docs/DESIGN.md); the targets' side is zero either way. */
+typedef enum { BR_MIX_PAD_ZERO, BR_MIX_PAD_LAST } br_mix_pad;
 
 typedef struct br_basrec_config {
     float alpha;            /* Beta(alpha, alpha) of every mixup weight (the reference's --beta) */
@@ -51,6 +55,7 @@ typedef struct br_basrec_config {
     int nonlinear;          /* item-/feature-wise weights; off: one weight per sequence */
     unsigned operators;     /* BR_OP_* set each copy's operator is drawn from, uniformly */
     br_crop_align crop_align;
+    br_mix_pad mix_pad;
 } br_basrec_config;
 
 /* Beauty's settings, all modules on, BASRec's operators. */
@@ -65,6 +70,8 @@ int br_basrec_parse_operators(const char *list, unsigned *ops);
 void br_basrec_format_operators(unsigned ops, char *buf, size_t n);
 const char *br_crop_align_name(br_crop_align a);
 int br_crop_align_parse(const char *name, br_crop_align *a);
+const char *br_mix_pad_name(br_mix_pad k);
+int br_mix_pad_parse(const char *name, br_mix_pad *k);
 
 typedef struct br_basrec br_basrec;
 

@@ -71,6 +71,7 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         br_basrec_format_operators(b->operators, ops, sizeof ops);
         meta_put(&ml, "basrec_operators", "%s", ops);
         meta_put(&ml, "basrec_crop_align", "%s", br_crop_align_name(b->crop_align));
+        meta_put(&ml, "basrec_mix_pad", "%s", br_mix_pad_name(b->mix_pad));
         meta_put(&ml, "loss", "%s", br_loss_name(tc->loss.kind));
         meta_put(&ml, "focal_gamma", "%.9g", tc->loss.focal_gamma);
         meta_put(&ml, "ce_negatives", "%d", tc->loss.ce_negatives);
@@ -226,6 +227,10 @@ static int read_train_state(const br_st_file *f, br_model *m, br_train_config *t
                          f->path);
     if (br_st_meta_get(f, "focal_gamma") && meta_float(f, "focal_gamma", &tc->loss.focal_gamma, err) < 0)
         return -1;
+    /* Absent from checkpoints written before the option: they mixed with zero. */
+    const char *mix_pad = br_st_meta_get(f, "basrec_mix_pad");
+    if (mix_pad && br_mix_pad_parse(mix_pad, &b->mix_pad) < 0)
+        return br_errorf(err, "%s: checkpoint metadata 'basrec_mix_pad' is malformed", f->path);
     /* Absent from checkpoints written before sampled-ce, which they did not use. */
     const char *sampler = br_st_meta_get(f, "ce_sampler");
     if (br_st_meta_get(f, "ce_negatives") && meta_i32(f, "ce_negatives", 1, &tc->loss.ce_negatives, err) < 0)

@@ -5,6 +5,7 @@
 
 #include "nn/fastmath.h"
 #include "train/loss.h"
+#include "util/names.h"
 #include "util/rng.h"
 
 /* log(1 + exp(x)) without overflow. */
@@ -58,12 +59,10 @@ static const char *const loss_names[] = {"bce", "ce", "last-ce", "focal", "sampl
 const char *br_loss_name(br_loss_kind k) { return loss_names[k]; }
 
 int br_loss_parse(const char *name, br_loss_kind *k) {
-    for (int i = 0; i < (int)(sizeof loss_names / sizeof loss_names[0]); i++)
-        if (strcmp(name, loss_names[i]) == 0) {
-            *k = (br_loss_kind)i;
-            return 0;
-        }
-    return -1;
+    const int i = br_name_index(loss_names, (int)(sizeof loss_names / sizeof loss_names[0]), name);
+    if (i < 0) return -1;
+    *k = (br_loss_kind)i;
+    return 0;
 }
 
 static const char *const sampler_names[] = {"uniform", "pop"};
@@ -71,12 +70,10 @@ static const char *const sampler_names[] = {"uniform", "pop"};
 const char *br_sampler_name(br_sampler_kind k) { return sampler_names[k]; }
 
 int br_sampler_parse(const char *name, br_sampler_kind *k) {
-    for (int i = 0; i < 2; i++)
-        if (strcmp(name, sampler_names[i]) == 0) {
-            *k = (br_sampler_kind)i;
-            return 0;
-        }
-    return -1;
+    const int i = br_name_index(sampler_names, 2, name);
+    if (i < 0) return -1;
+    *k = (br_sampler_kind)i;
+    return 0;
 }
 
 void br_keep_last_targets(int32_t *target, const int32_t *seq_off, int32_t n_seq) {
