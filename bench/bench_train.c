@@ -4,9 +4,10 @@
  * second, the useful GFLOP/s of the training step (matrix work on real
  * positions, counted below), full-ranking evaluation seconds over all
  * users, and peak RSS.
- * Usage: bench_train [data.txt] [epochs] [threads] [stage1|stage2] [max_len] [model]
- * (model: sasrec, the default, gru4rec, nextitnet or fmlprec; the GFLOP/s
- * count is SASRec's, so it is printed for SASRec only). */
+ * Usage: bench_train [data.txt] [epochs] [threads] [stage1|stage2] [max_len] [model] [loss]
+ * (model: sasrec, the default, gru4rec, nextitnet or fmlprec; loss: bce,
+ * the default, ce, last-ce, focal or sampled-ce; the GFLOP/s count is that
+ * of SASRec with BCE, so it is printed for that pair only). */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "data/dataset.h"
 #include "eval/evaluate.h"
 #include "models/model.h"
+#include "train/loss.h"
 #include "train/train.h"
 
 void openblas_set_num_threads(int num_threads);
@@ -51,6 +53,7 @@ int main(int argc, char **argv) {
     const int stage2 = argc > 4 && strcmp(argv[4], "stage2") == 0;
     const int max_len = argc > 5 ? atoi(argv[5]) : 0;
     const char *model = argc > 6 ? argv[6] : "sasrec";
+    const char *loss = argc > 7 ? argv[7] : "bce";
     if (threads > 0) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
@@ -71,6 +74,10 @@ int main(int argc, char **argv) {
     snprintf(mc.model, sizeof mc.model, "%s", model);
     br_model_config_backbone_defaults(&mc);
     tc.use_basrec = stage2;
+    if (br_loss_parse(loss, &tc.loss.kind) < 0) {
+        fprintf(stderr, "bench_train: unknown loss '%s'\n", loss);
+        return 1;
+    }
     br_model m;
     br_trainer *tr = NULL;
     if (br_model_create(&m, &mc, &err) < 0 || !(tr = br_trainer_create(&m, &ds, &tc, &err))) {
@@ -91,14 +98,14 @@ int main(int argc, char **argv) {
     const double eval_s = (now() - t0) / evals;
     const int copies = stage2 ? 1 + 2 * tc.basrec.n_pairs : 1;
     char gflops[32] = "null";
-    if (strcmp(model, "sasrec") == 0)
+    if (strcmp(model, "sasrec") == 0 && tc.loss.kind == BR_LOSS_BCE)
         snprintf(gflops, sizeof gflops, "%.1f", copies * epoch_flops(&ds, &mc) / epoch_s * 1e-9);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("{\"bench\": \"train\", \"model\": \"%s\", \"stage\": %d, \"data\": \"%s\", \"threads\": %d, \"max_len\": %d, \"epoch_seconds\": %.3f, "
+    printf("{\"bench\": \"train\", \"model\": \"%s\", \"loss\": \"%s\", \"stage\": %d, \"data\": \"%s\", \"threads\": %d, \"max_len\": %d, \"epoch_seconds\": %.3f, "
            "\"train_positions\": %lld, \"positions_per_second\": %.0f, \"useful_gflops\": %s, "
            "\"eval_seconds\": %.3f, \"eval_users\": %d, \"peak_rss_mb\": %.1f}\n",
-           model, stage2 ? 2 : 1, path, omp_get_max_threads(), mc.max_len, epoch_s, (long long)br_trainer_epoch_tokens(tr),
+           model, loss, stage2 ? 2 : 1, path, omp_get_max_threads(), mc.max_len, epoch_s, (long long)br_trainer_epoch_tokens(tr),
            (double)br_trainer_epoch_tokens(tr) / epoch_s, gflops, eval_s, ds.n_users, ru.ru_maxrss / 1024.0);
     br_trainer_free(tr);
     br_model_free(&m);

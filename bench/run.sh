@@ -25,6 +25,9 @@ out=$(mktemp)
         "$B/bench/bench_train" "$data" 3 "$th" stage1
         "$B/bench/bench_train" "$data" 2 "$th" stage2
     done
+    for loss in ce sampled-ce; do
+        "$B/bench/bench_train" "$data" 1 2 stage1 50 sasrec "$loss"
+    done
     for model in gru4rec nextitnet fmlprec; do
         "$B/bench/bench_train" "$data" 2 2 stage1 50 "$model"
         "$B/bench/bench_train" "$data" 1 2 stage2 50 "$model"
