@@ -101,6 +101,15 @@ before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")
 [ "$(wc -l <"$T/rd/res.jsonl")" -eq 2 ] && [ "$(sed -n 1p "$T/rd/res.jsonl")" = "$(sed -n 2p "$T/rd/res.jsonl")" ] \
     && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")" = "$before" ] \
     && ok "reproduce reuses finished runs" || ko "reproduce reuses finished runs"
+# An RM-HSAOCL variant starts from the same stage-1 runs and keeps its own directory.
+plain_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")
+"$BIN" reproduce --dataset beauty --method rm-hsaocl --ablation no-crop --seeds 1 --max-epochs 1 \
+    --data-dir "$T/rd" --runs-dir "$T/rd/runs" --results "$T/rd/res.jsonl" --no-progress >/dev/null \
+    && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")" = "$plain_before" ] \
+    && grep -q '"method": "rm-hsaocl", "ablation": "no-crop"' "$T/rd/res.jsonl" \
+    && [ -s "$T/rd/runs/beauty-sasrec-rm-hsaocl-no-crop-s1/result.json" ] \
+    && ok "reproduce runs an RM-HSAOCL variant on the shared stage 1" \
+    || ko "reproduce runs an RM-HSAOCL variant on the shared stage 1"
 
 # Bad input: clear message naming the file and line, non-zero exit.
 expect_fail "missing data file" "$T/nope.txt" "$BIN" train --data "$T/nope.txt" --out "$T/x"

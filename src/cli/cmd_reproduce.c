@@ -1,7 +1,8 @@
 /* basrec reproduce: one named configuration of the papers' tables (dataset,
  * backbone, method, ablation) over several seeds. Each seed's run lives in
  * its own directory and is skipped when finished or resumed when
- * interrupted; BASRec's stage 1 is the plain run of the same seed. The mean
+ * interrupted; the stage 1 of BASRec and RM-HSAOCL is the plain run of the
+ * same seed, shared by every variant. The mean
  * and standard deviation of the test metrics are appended to a results file
  * as one JSON line. */
 #include <jansson.h>
@@ -23,12 +24,42 @@
 typedef struct ablation {
     const char *name;
     int single_seq, cross_seq, adaptive_weight, nonlinear, joint;
+    unsigned operators;
+    br_loss_kind loss;
 } ablation;
 
-/* Paper Table 5. */
-static const ablation ablations[] = {
-    {"none", 1, 1, 1, 1, 0},      {"no-ssa", 0, 1, 1, 1, 0}, {"no-weight", 1, 1, 0, 1, 0},
-    {"no-csa", 1, 0, 1, 1, 0},    {"linear", 1, 1, 1, 0, 0}, {"joint", 1, 1, 1, 1, 1},
+/* BASRec's variants: paper Table 5. The first is the method itself. */
+static const ablation basrec_ablations[] = {
+    {"none", 1, 1, 1, 1, 0, BR_OPS_BASREC, BR_LOSS_BCE},
+    {"no-ssa", 0, 1, 1, 1, 0, BR_OPS_BASREC, BR_LOSS_BCE},
+    {"no-weight", 1, 1, 0, 1, 0, BR_OPS_BASREC, BR_LOSS_BCE},
+    {"no-csa", 1, 0, 1, 1, 0, BR_OPS_BASREC, BR_LOSS_BCE},
+    {"linear", 1, 1, 1, 0, 0, BR_OPS_BASREC, BR_LOSS_BCE},
+    {"joint", 1, 1, 1, 1, 1, BR_OPS_BASREC, BR_LOSS_BCE},
+};
+
+/* RM-HSAOCL's: all four operators and ICE; rm-hsaocl.md Table III (without
+ * crop, mask, both) and Table IV (BCE, last-position CE, focal). */
+static const ablation rmh_ablations[] = {
+    {"none", 1, 1, 1, 1, 0, BR_OP_ALL, BR_LOSS_CE},
+    {"no-crop", 1, 1, 1, 1, 0, BR_OP_ALL & ~BR_OP_CROP, BR_LOSS_CE},
+    {"no-mask", 1, 1, 1, 1, 0, BR_OP_ALL & ~BR_OP_MASK, BR_LOSS_CE},
+    {"no-crop-mask", 1, 1, 1, 1, 0, BR_OPS_BASREC, BR_LOSS_CE},
+    {"bce", 1, 1, 1, 1, 0, BR_OP_ALL, BR_LOSS_BCE},
+    {"last-ce", 1, 1, 1, 1, 0, BR_OP_ALL, BR_LOSS_LAST_CE},
+    {"focal", 1, 1, 1, 1, 0, BR_OP_ALL, BR_LOSS_FOCAL},
+};
+
+typedef struct repro_method {
+    const char *name;
+    const ablation *ablations; /* NULL: plain training, no variants */
+    size_t n_ablations;
+} repro_method;
+
+static const repro_method methods[] = {
+    {"plain", NULL, 0},
+    {"basrec", basrec_ablations, sizeof basrec_ablations / sizeof basrec_ablations[0]},
+    {"rm-hsaocl", rmh_ablations, sizeof rmh_ablations / sizeof rmh_ablations[0]},
 };
 
 /* Reads the test metrics of a finished run's result.json. */
@@ -114,28 +145,29 @@ typedef struct run_plan {
     const br_dataset *ds;
     const br_model_config *mc;
     const cli_preset *preset;
-    const ablation *abl;
-    int basrec;
+    const repro_method *meth;
+    const ablation *abl; /* NULL for plain */
     const char *runs_dir, *dataset, *model;
     int progress;
     int32_t max_epochs; /* 0: the preset's */
 } run_plan;
 
-/* RUNS/<dataset>-<model>-plain-s<seed>, or the BASRec run's directory. */
-static void run_dir(const run_plan *rp, uint64_t seed, int basrec, char *out, size_t n) {
-    if (!basrec)
+/* RUNS/<dataset>-<model>-plain-s<seed> (stage1 set, or a plain plan), or
+ * RUNS/<dataset>-<model>-<method>[-<ablation>]-s<seed>. */
+static void run_dir(const run_plan *rp, uint64_t seed, int stage1, char *out, size_t n) {
+    if (stage1 || !rp->abl)
         snprintf(out, n, "%s/%s-%s-plain-s%llu", rp->runs_dir, rp->dataset, rp->model,
                  (unsigned long long)seed);
-    else if (rp->abl == &ablations[0])
-        snprintf(out, n, "%s/%s-%s-basrec-s%llu", rp->runs_dir, rp->dataset, rp->model,
+    else if (rp->abl == &rp->meth->ablations[0])
+        snprintf(out, n, "%s/%s-%s-%s-s%llu", rp->runs_dir, rp->dataset, rp->model, rp->meth->name,
                  (unsigned long long)seed);
     else
-        snprintf(out, n, "%s/%s-%s-basrec-%s-s%llu", rp->runs_dir, rp->dataset, rp->model,
+        snprintf(out, n, "%s/%s-%s-%s-%s-s%llu", rp->runs_dir, rp->dataset, rp->model, rp->meth->name,
                  rp->abl->name, (unsigned long long)seed);
 }
 
-/* Trains whatever one seed still lacks: the plain run (BASRec's stage 1),
- * then the BASRec run from its best checkpoint. */
+/* Trains whatever one seed still lacks: the plain run (stage 1), then the
+ * augmented run from its best checkpoint. */
 static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     char plain_dir[8400], dir[8400], init[8500];
     br_train_config tc;
@@ -143,25 +175,27 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     tc.seed = seed;
     tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->epochs;
     tc.start_valid = rp->preset->start_valid;
-    run_dir(rp, seed, 0, plain_dir, sizeof plain_dir);
-    if (!rp->basrec || !rp->abl->joint) {
+    run_dir(rp, seed, 1, plain_dir, sizeof plain_dir);
+    if (!rp->abl || !rp->abl->joint) {
         if (ensure_run(rp->ds, rp->mc, &tc, plain_dir, NULL, rp->progress, err) < 0) return -1;
     }
-    if (!rp->basrec) return 0;
-    run_dir(rp, seed, 1, dir, sizeof dir);
+    if (!rp->abl) return 0;
+    run_dir(rp, seed, 0, dir, sizeof dir);
     tc.use_basrec = 1;
     br_basrec_preset(&tc.basrec, rp->preset->name);
     tc.basrec.single_seq = rp->abl->single_seq;
     tc.basrec.cross_seq = rp->abl->cross_seq;
     tc.basrec.adaptive_weight = rp->abl->adaptive_weight;
     tc.basrec.nonlinear = rp->abl->nonlinear;
+    tc.basrec.operators = rp->abl->operators;
+    tc.loss.kind = rp->abl->loss;
     if (snprintf(init, sizeof init, "%s/best.safetensors", plain_dir) >= (int)sizeof init)
         return br_errorf(err, "%s: path too long", plain_dir);
     return ensure_run(rp->ds, rp->mc, &tc, dir, rp->abl->joint ? NULL : init, rp->progress, err);
 }
 
 int cmd_reproduce(int argc, char **argv) {
-    const char *dataset = "beauty", *model = "sasrec", *method = "basrec", *abl_name = "none",
+    const char *dataset = "beauty", *model = "sasrec", *method_name = "basrec", *abl_name = "none",
                *seeds_arg = "1,2,3", *data_dir = "../shared/data", *runs_dir = "runs",
                *results = "runs/results.jsonl";
     int32_t threads = 0, jobs = 1, max_epochs = 0;
@@ -169,8 +203,10 @@ int cmd_reproduce(int argc, char **argv) {
     opt_spec specs[] = {
         {"dataset", OPT_STR, &dataset, "beauty, sports, yelp or home", 0},
         {"model", OPT_STR, &model, "sasrec, gru4rec, nextitnet or fmlprec", 0},
-        {"method", OPT_STR, &method, "plain or basrec", 0},
-        {"ablation", OPT_STR, &abl_name, "basrec: none, no-ssa, no-weight, no-csa, linear, joint", 0},
+        {"method", OPT_STR, &method_name, "plain, basrec or rm-hsaocl", 0},
+        {"ablation", OPT_STR, &abl_name,
+         "basrec: none, no-ssa, no-weight, no-csa, linear, joint; "
+         "rm-hsaocl: none, no-crop, no-mask, no-crop-mask, bce, last-ce, focal", 0},
         {"seeds", OPT_STR, &seeds_arg, "comma-separated seeds", 0},
         {"data-dir", OPT_STR, &data_dir, "directory with the dataset files", 0},
         {"runs-dir", OPT_STR, &runs_dir, "directory for the runs", 0},
@@ -195,17 +231,18 @@ int cmd_reproduce(int argc, char **argv) {
         fprintf(stderr, "basrec reproduce: unknown dataset '%s' (beauty, sports, yelp, home)\n", dataset);
         return 2;
     }
-    const int basrec = strcmp(method, "basrec") == 0;
-    if (!basrec && strcmp(method, "plain") != 0) {
-        fprintf(stderr, "basrec reproduce: unknown method '%s' (plain, basrec)\n", method);
+    const repro_method *meth = NULL;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (strcmp(methods[i].name, method_name) == 0) meth = &methods[i];
+    if (!meth) {
+        fprintf(stderr, "basrec reproduce: unknown method '%s' (plain, basrec, rm-hsaocl)\n", method_name);
         return 2;
     }
     const ablation *abl = NULL;
-    for (size_t i = 0; i < sizeof ablations / sizeof ablations[0]; i++)
-        if (strcmp(ablations[i].name, abl_name) == 0) abl = &ablations[i];
-    if (!abl || (!basrec && abl != &ablations[0])) {
-        fprintf(stderr, "basrec reproduce: unknown ablation '%s' (basrec only: none, no-ssa, no-weight, no-csa, linear, joint)\n",
-                abl_name);
+    for (size_t i = 0; i < meth->n_ablations; i++)
+        if (strcmp(meth->ablations[i].name, abl_name) == 0) abl = &meth->ablations[i];
+    if (meth->ablations ? !abl : strcmp(abl_name, "none") != 0) {
+        fprintf(stderr, "basrec reproduce: unknown ablation '%s' of %s (see --help)\n", abl_name, meth->name);
         return 2;
     }
     uint64_t seeds[MAX_SEEDS];
@@ -250,7 +287,7 @@ int cmd_reproduce(int argc, char **argv) {
         br_dataset_free(&ds);
         return 2;
     }
-    run_plan plan = {&ds, &mc, p, abl, basrec, runs_dir, dataset, model, progress, max_epochs};
+    run_plan plan = {&ds, &mc, p, meth, abl, runs_dir, dataset, model, progress, max_epochs};
     br_metrics m[MAX_SEEDS];
     int rc = 0;
     if (jobs == 1) {
@@ -291,13 +328,14 @@ int cmd_reproduce(int argc, char **argv) {
     }
     for (int i = 0; i < n_seeds && rc == 0; i++) {
         char dir[8400];
-        run_dir(&plan, seeds[i], plan.basrec, dir, sizeof dir);
+        run_dir(&plan, seeds[i], 0, dir, sizeof dir);
         rc = read_test_metrics(dir, &m[i], &err);
     }
-    if (rc == 0) rc = append_summary(results, dataset, model, method, abl->name, seeds, n_seeds, m, &err);
+    const char *abl_label = abl ? abl->name : "none";
+    if (rc == 0) rc = append_summary(results, dataset, model, meth->name, abl_label, seeds, n_seeds, m, &err);
     br_dataset_free(&ds);
     if (rc < 0) return cli_fail("reproduce", &err);
-    printf("%s %s %s %s: test NDCG@10", dataset, model, method, abl->name);
+    printf("%s %s %s %s: test NDCG@10", dataset, model, meth->name, abl_label);
     double mean = 0;
     for (int i = 0; i < n_seeds; i++) mean += m[i].ndcg[1];
     printf(" %.4f, HR@10", mean / n_seeds);
