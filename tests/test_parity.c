@@ -146,8 +146,39 @@ static void test_sequence_order_does_not_matter(void **state) {
     br_st_free(&fx.f);
 }
 
+/* Inference at the last tokens only (what evaluation and serving read)
+ * gives the reference's outputs at each sequence's last slot. */
+static void test_encode_last_matches_reference(void **state) {
+    fixture fx;
+    fixture_load(&fx);
+    int order[64];
+    assert_true(fx.B <= 64);
+    fx_order_odd_even(order, fx.B);
+    br_model m;
+    fx_ragged r;
+    br_error err;
+    fx_model_load(&m, &fx.cfg, &fx.f, "");
+    fx_ragged_from_padded(&r, fx.B, fx.L, fx.input_ids, fx.target_pos, fx.target_neg, order);
+    const int T = r.n_tok, S = r.n_seq, D = fx.D;
+    if (br_model_reserve(&m, T, S, &err) != 0) fail_msg("%s", err.msg);
+    float *x = malloc((size_t)T * D * sizeof(float)), *h = malloc((size_t)T * D * sizeof(float));
+    int32_t *last = malloc((size_t)S * sizeof(int32_t));
+    assert_true(x && h && last);
+    assert_non_null(m.backbone->vt->encode_last);
+    for (int s = 0; s < S; s++) last[s] = r.slot[r.seq_off[s + 1] - 1];
+    const br_tokens tok = fx_ragged_tokens(&r);
+    br_model_gather(&m, r.item, T, x);
+    br_backbone_encode_last(m.backbone, &m.params, &tok, x, h, h);
+    fx_check_rows("last tokens: ", h, fx.sequence_output, last, S, D, RTOL, 1);
+    free(x), free(h), free(last);
+    fx_ragged_free(&r);
+    br_model_free(&m);
+    br_st_free(&fx.f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_encode_last_matches_reference),
         cmocka_unit_test(test_forward_backward_match_reference),
         cmocka_unit_test(test_sequence_order_does_not_matter),
     };

@@ -199,8 +199,8 @@ static const float *encode(const br_model *m, workspace *w, const int32_t *histo
     }
     const int32_t seq_off[2] = {0, T};
     const br_tokens tok = {1, T, seq_off, w->pos};
-    w->bb->vt->forward(w->bb, &m->params, &tok, w->x, w->h, 0, 0);
-    return w->h + (size_t)(T - 1) * D;
+    br_backbone_encode_last(w->bb, &m->params, &tok, w->x, w->h, w->h);
+    return w->h;
 }
 
 int basrec_recommend(const basrec_model *m, const int32_t *history, int32_t n, int32_t k,

@@ -34,12 +34,14 @@ int br_encode_users(br_model *m, const br_dataset *ds, const int32_t *rows, int3
         }
         br_tokens tok = br_batch_tokens(&b);
         br_model_gather(m, b.item, b.n_tok, x);
-        m->backbone->vt->forward(m->backbone, &m->params, &tok, x, h, 0, 0);
+        /* h: the full outputs (a backbone without encode_last), then the
+         * last tokens' rows at its start. */
+        br_backbone_encode_last(m->backbone, &m->params, &tok, x, h, h);
         for (int32_t i = i0; i < i1; i++) {
             float *r = repr + (size_t)i * D;
             int32_t s = slot[i - i0];
             if (s < 0) memset(r, 0, (size_t)D * sizeof(float));
-            else memcpy(r, h + (size_t)(b.seq_off[s + 1] - 1) * D, (size_t)D * sizeof(float));
+            else memcpy(r, h + (size_t)s * D, (size_t)D * sizeof(float));
         }
     }
     free(x);

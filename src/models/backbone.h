@@ -48,6 +48,11 @@ typedef struct br_backbone_vtable {
      * the activations needed by backward are kept in the workspace. */
     void (*forward)(br_backbone *bb, const br_params *p, const br_tokens *tok,
                     const float *x_in, float *out, int training, uint64_t key);
+    /* Optional, inference only: out [n_seq, D] = the encoder output at each
+     * sequence's last token, skipping work the other outputs alone need.
+     * NULL: br_backbone_encode_last runs forward and gathers. */
+    void (*encode_last)(br_backbone *bb, const br_params *p, const br_tokens *tok,
+                        const float *x_in, float *out);
     /* Accumulates parameter gradients into p->grad and writes dx_in [T, D]
      * for the batch of the last forward (same tokens and key). */
     void (*backward)(br_backbone *bb, br_params *p, const br_tokens *tok,
@@ -62,6 +67,12 @@ struct br_backbone {
 
 /* Creates the backbone named cfg->model, or fails listing the known names. */
 br_backbone *br_backbone_create(const br_model_config *cfg, br_error *err);
+
+/* Inference: out [n_seq, D] = outputs at each sequence's last token, by the
+ * backbone's encode_last, or by forward into full [T, D] (scratch, unused
+ * when the backbone has encode_last) and a gather; out may be full. */
+void br_backbone_encode_last(br_backbone *bb, const br_params *p, const br_tokens *tok,
+                             const float *x_in, float *full, float *out);
 
 br_backbone *br_sasrec_create(const br_model_config *cfg, br_error *err);
 br_backbone *br_fmlprec_create(const br_model_config *cfg, br_error *err);

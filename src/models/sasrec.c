@@ -181,11 +181,15 @@ static inline uint64_t site_key(uint64_t key, int layer, int site) {
 }
 enum { SITE_EMB, SITE_ATT_PROB, SITE_ATT_OUT, SITE_FFN_OUT };
 
-static void sasrec_forward(br_backbone *bb, const br_params *p, const br_tokens *tok,
-                           const float *x_in, float *out, int training, uint64_t key) {
+static void block_tail(sasrec *m, const br_params *p, int l, const float *ctx, const float *x_in,
+                       float *y, int n, float p_hid, uint64_t key);
+
+/* The embedding block and the first NL layers; out is the last one's output. */
+static void forward_layers(br_backbone *bb, const br_params *p, const br_tokens *tok,
+                           const float *x_in, float *out, int training, uint64_t key, int NL) {
     sasrec *m = (sasrec *)bb;
     const br_model_config *c = &bb->cfg;
-    const int T = tok->n_tok, D = c->dim, NL = c->n_layers;
+    const int T = tok->n_tok, D = c->dim;
     const float p_hid = training ? c->hidden_dropout : 0.0f;
     const float p_att = training ? c->attn_dropout : 0.0f;
     m->training = training;
@@ -210,14 +214,54 @@ static void sasrec_forward(br_backbone *bb, const br_params *p, const br_tokens 
         br_linear_forward(a->qkv, a->x_in, br_pdata(p, li->qkv_w), br_pdata(p, li->qkv_b), T, D, 3 * D);
         br_attention_forward(a->ctx, a->probs, a->qkv, tok->seq_off, m->att_off, tok->n_seq, D,
                              c->n_heads, p_att, site_key(key, l, SITE_ATT_PROB));
-        br_linear_forward(a->res1, a->ctx, br_pdata(p, li->dense_w), br_pdata(p, li->dense_b), T, D, D);
-        br_dropout(a->res1, (long)T * D, p_hid, site_key(key, l, SITE_ATT_OUT));
-        for (long i = 0; i < (long)T * D; i++) a->res1[i] += a->x_in[i];
-        br_layernorm_forward(a->x_mid, a->ln1_mean, a->ln1_rstd, a->res1, br_pdata(p, li->ln1_w),
-                             br_pdata(p, li->ln1_b), T, D, LN_EPS);
-        br_ffn_forward(p, &li->ffn, &a->ffn, a->x_mid, x_out, T, D, LN_EPS, p_hid,
-                       site_key(key, l, SITE_FFN_OUT));
+        block_tail(m, p, l, a->ctx, a->x_in, x_out, T, p_hid, key);
     }
+}
+
+static void sasrec_forward(br_backbone *bb, const br_params *p, const br_tokens *tok,
+                           const float *x_in, float *out, int training, uint64_t key) {
+    forward_layers(bb, p, tok, x_in, out, training, key, bb->cfg.n_layers);
+}
+
+/* A layer after its attention: y = LN(x + Dropout(W2 gelu(W1 m) ...)) with
+ * m = LN(x_in + Dropout(Wo ctx)), over n rows of layer l's workspace. */
+static void block_tail(sasrec *m, const br_params *p, int l, const float *ctx, const float *x_in,
+                       float *y, int n, float p_hid, uint64_t key) {
+    const br_model_config *c = &m->base.cfg;
+    const int D = c->dim;
+    const sasrec_layer_idx *li = &m->layer[l];
+    sasrec_layer_acts *a = &m->acts[l];
+    br_linear_forward(a->res1, ctx, br_pdata(p, li->dense_w), br_pdata(p, li->dense_b), n, D, D);
+    br_dropout(a->res1, (long)n * D, p_hid, site_key(key, l, SITE_ATT_OUT));
+    for (long i = 0; i < (long)n * D; i++) a->res1[i] += x_in[i];
+    br_layernorm_forward(a->x_mid, a->ln1_mean, a->ln1_rstd, a->res1, br_pdata(p, li->ln1_w),
+                         br_pdata(p, li->ln1_b), n, D, LN_EPS);
+    br_ffn_forward(p, &li->ffn, &a->ffn, a->x_mid, y, n, D, LN_EPS, p_hid, site_key(key, l, SITE_FFN_OUT));
+}
+
+/* Inference at the last tokens: all layers but the last in full; the last
+ * needs keys and values of every token but the rest only at the S last
+ * tokens, which skips most of its attention, projection and FFN work. */
+static void sasrec_encode_last(br_backbone *bb, const br_params *p, const br_tokens *tok,
+                               const float *x_in, float *out) {
+    sasrec *m = (sasrec *)bb;
+    const br_model_config *c = &bb->cfg;
+    const int T = tok->n_tok, S = tok->n_seq, D = c->dim, NL = c->n_layers;
+    /* Layers 0..NL-2 in full; their output is the last layer's input. */
+    float *src = NL == 0 ? m->g_a : m->acts[NL - 1].x_in;
+    forward_layers(bb, p, tok, x_in, src, 0, 0, NL > 0 ? NL - 1 : 0);
+    float *last_in = m->g_b; /* [S, D]: the last tokens' rows of the layer input */
+    for (int s = 0; s < S; s++)
+        memcpy(last_in + (size_t)s * D, src + (size_t)(tok->seq_off[s + 1] - 1) * D, (size_t)D * sizeof(float));
+    if (NL == 0) {
+        memcpy(out, last_in, (size_t)S * D * sizeof(float));
+        return;
+    }
+    const sasrec_layer_idx *li = &m->layer[NL - 1];
+    sasrec_layer_acts *a = &m->acts[NL - 1];
+    br_linear_forward(a->qkv, a->x_in, br_pdata(p, li->qkv_w), br_pdata(p, li->qkv_b), T, D, 3 * D);
+    br_attention_last(a->ctx, a->qkv, tok->seq_off, S, D, c->n_heads);
+    block_tail(m, p, NL - 1, a->ctx, last_in, out, S, 0.0f, 0);
 }
 
 static void sasrec_backward(br_backbone *bb, br_params *p, const br_tokens *tok,
@@ -285,6 +329,7 @@ static const br_backbone_vtable sasrec_vtable = {
     .init_params = sasrec_init,
     .reserve = sasrec_reserve,
     .forward = sasrec_forward,
+    .encode_last = sasrec_encode_last,
     .backward = sasrec_backward,
     .destroy = sasrec_destroy,
 };

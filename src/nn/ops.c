@@ -203,6 +203,40 @@ void br_attention_forward(float *ctx, float *probs, const float *qkv, const int3
     }
 }
 
+void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int n_seq, int D,
+                       int H) {
+    const int dh = D / H, D3 = 3 * D;
+    const float inv_sqrt = 1.0f / sqrtf((float)dh);
+#pragma omp parallel for schedule(dynamic, 8)
+    for (int sh = 0; sh < n_seq * H; sh++) {
+        const int s = sh / H, h = sh % H;
+        const int o = seq_off[s], n = seq_off[s + 1] - o;
+        const float *q = qkv + (size_t)(o + n - 1) * D3 + h * dh;
+        /* Two passes over the keys (max, then weights) instead of a score
+         * buffer: no bound on the sequence length. */
+        float mx = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
+            float v = 0.0f;
+            for (int c = 0; c < dh; c++) v += q[c] * k[c];
+            if (v * inv_sqrt > mx) mx = v * inv_sqrt;
+        }
+        float *c_out = ctx + (size_t)s * D + h * dh;
+        for (int c = 0; c < dh; c++) c_out[c] = 0.0f;
+        float z = 0.0f;
+        for (int j = 0; j < n; j++) {
+            const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
+            const float *v = qkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
+            float sc = 0.0f;
+            for (int c = 0; c < dh; c++) sc += q[c] * k[c];
+            const float w = expf(sc * inv_sqrt - mx);
+            z += w;
+            for (int c = 0; c < dh; c++) c_out[c] += w * v[c];
+        }
+        for (int c = 0; c < dh; c++) c_out[c] /= z;
+    }
+}
+
 void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
                            const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
                            int H, float p, uint64_t key, float *scratch, int scratch_threads) {

@@ -49,6 +49,11 @@ void br_attention_backward(float *dqkv, const float *dctx, const float *probs, c
                            const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
                            int H, float p, uint64_t key, float *scratch, int scratch_threads);
 
+/* Inference: ctx[s] [n_seq, D] = the attention output of sequence s's last
+ * token only (its causal window is the whole sequence), no dropout. */
+void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int n_seq, int D,
+                       int H);
+
 /* Offsets for br_attention_*: att_off[s] for s in 0..n_seq (n_seq + 1 values). */
 void br_attention_offsets(int64_t *att_off, const int32_t *seq_off, int n_seq, int H);
 
