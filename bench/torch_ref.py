@@ -34,6 +34,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The reference's LayerNorm (eps inside the sqrt, 1e-12) and erf GELU, as
+# the parity fixtures use them.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures"))
+from fixture_common import LayerNorm, gelu  # noqa: E402
+
 MAX_LEN = 50
 HIDDEN = 64
 N_LAYERS = 2
@@ -174,23 +179,6 @@ class Batcher:
 # ---------------------------------------------------------------- model
 
 
-class LayerNorm(nn.Module):
-    """The reference's own LayerNorm (eps inside the sqrt, 1e-12)."""
-
-    def __init__(self, d, eps=1e-12):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = nn.Parameter(torch.zeros(d))
-        self.eps = eps
-
-    def forward(self, x):
-        u = x.mean(-1, keepdim=True)
-        s = (x - u).pow(2).mean(-1, keepdim=True)
-        return self.weight * (x - u) / torch.sqrt(s + self.eps) + self.bias
-
-
-def gelu(x):
-    return x * 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
 class SelfAttention(nn.Module):
