@@ -101,15 +101,28 @@ before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")
 [ "$(wc -l <"$T/rd/res.jsonl")" -eq 2 ] && [ "$(sed -n 1p "$T/rd/res.jsonl")" = "$(sed -n 2p "$T/rd/res.jsonl")" ] \
     && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")" = "$before" ] \
     && ok "reproduce reuses finished runs" || ko "reproduce reuses finished runs"
-# An RM-HSAOCL variant starts from the same stage-1 runs and keeps its own directory.
+# An ICE variant of RM-HSAOCL trains its stage 1 with ICE in a directory of
+# its own; the BCE variant starts from BASRec's BCE stage 1.
 plain_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")
-"$BIN" reproduce --dataset beauty --method rm-hsaocl --ablation no-crop --seeds 1 --max-epochs 1 \
-    --data-dir "$T/rd" --runs-dir "$T/rd/runs" --results "$T/rd/res.jsonl" --no-progress >/dev/null \
+RMH="--dataset beauty --method rm-hsaocl --seeds 1 --max-epochs 1 --data-dir $T/rd --runs-dir $T/rd/runs --results $T/rd/res.jsonl --no-progress"
+"$BIN" reproduce $RMH --ablation no-crop >/dev/null \
+    && "$BIN" reproduce $RMH --ablation bce >/dev/null \
     && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")" = "$plain_before" ] \
     && grep -q '"method": "rm-hsaocl", "ablation": "no-crop"' "$T/rd/res.jsonl" \
+    && [ -s "$T/rd/runs/beauty-sasrec-plain-ce-s1/result.json" ] \
+    && [ -s "$T/rd/runs/beauty-sasrec-plain-ce-s1/metrics.jsonl" ] \
     && [ -s "$T/rd/runs/beauty-sasrec-rm-hsaocl-no-crop-s1/result.json" ] \
-    && ok "reproduce runs an RM-HSAOCL variant on the shared stage 1" \
-    || ko "reproduce runs an RM-HSAOCL variant on the shared stage 1"
+    && [ -s "$T/rd/runs/beauty-sasrec-rm-hsaocl-bce-s1/result.json" ] \
+    && [ ! -e "$T/rd/runs/beauty-sasrec-plain-bce-s1" ] \
+    && ok "reproduce runs RM-HSAOCL variants on their loss's stage 1" \
+    || ko "reproduce runs RM-HSAOCL variants on their loss's stage 1"
+
+# One-command two-stage training: stage 1 trains with stage 2's loss.
+"$BIN" train $TRAIN --out "$T/2s" --method basrec --loss ce --stage1-epochs 1 --epochs 1 >/dev/null \
+    && head -c 65536 "$T/2s/stage1/last.safetensors" | grep -aq '"loss":"ce"' \
+    && head -c 65536 "$T/2s/last.safetensors" | grep -aq '"loss":"ce"' \
+    && ok "two-stage training uses the loss in both stages" \
+    || ko "two-stage training uses the loss in both stages"
 
 # Bad input: clear message naming the file and line, non-zero exit.
 expect_fail "missing data file" "$T/nope.txt" "$BIN" train --data "$T/nope.txt" --out "$T/x"

@@ -101,8 +101,8 @@ static void test_no_targets(void **state) {
     br_xent_free(x);
 }
 
-/* A catalogue of 100,000 items in blocks of 8192 (13 blocks, the last
- * partial) and 2 chunks of tokens: matches the reference, and the workspace
+/* A catalogue of 100,000 items in the library's blocks (4 blocks, the
+ * last partial) and 2 chunks of tokens: matches the reference, and the workspace
  * does not depend on the catalogue's size. */
 static void test_large_catalogue(void **state) {
     br_rng r;
@@ -115,7 +115,7 @@ static void test_large_catalogue(void **state) {
     br_xent *b = br_xent_create(1000000, 64, BR_XENT_CHUNK, BR_XENT_BLOCK, &err);
     assert_true(a && b);
     assert_true(br_xent_bytes(a) == br_xent_bytes(b));
-    /* chunk x block logits dominate: 8 MiB, plus 2 x chunk x D floats */
+    /* chunk x block logits dominate (8 MiB), plus 2 x chunk x D floats */
     assert_true(br_xent_bytes(b) < (size_t)BR_XENT_CHUNK * BR_XENT_BLOCK * 4 + (1u << 20));
     print_message("workspace %.2f MiB for any catalogue (dense logits of 1500 x 1e6 items: %.1f GiB)\n",
                   br_xent_bytes(b) / 1048576.0, 1500.0 * 1e6 * 4 / 1073741824.0);

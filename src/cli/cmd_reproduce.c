@@ -90,14 +90,23 @@ static int read_test_metrics(const char *dir, br_metrics *m, br_error *err) {
     return rc;
 }
 
-/* Runs (or resumes, or skips) one run directory. */
+/* Runs (or resumes, or skips) one run directory; its per-epoch metrics are
+ * appended to DIR/metrics.jsonl. */
 static int ensure_run(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
                       const char *dir, const char *init_from, int progress, br_error *err) {
     if (cli_file_exists(dir, "result.json")) return 0;
     const int resume = cli_file_exists(dir, "last.safetensors");
     if (progress) fprintf(stderr, "%s %s\n", resume ? "resuming" : "running", dir);
+    if (br_mkdir_p(dir, err) < 0) return -1;
+    char path[8500];
+    if (snprintf(path, sizeof path, "%s/metrics.jsonl", dir) >= (int)sizeof path)
+        return br_errorf(err, "%s: path too long", dir);
+    FILE *log = fopen(path, "a");
+    if (!log) return br_errorf(err, "%s: cannot open for appending", path);
     br_train_result res;
-    return cli_run_stage(ds, mc, tc, dir, resume ? NULL : init_from, resume, NULL, progress, &res, err);
+    int rc = cli_run_stage(ds, mc, tc, dir, resume ? NULL : init_from, resume, log, progress, &res, err);
+    if (fclose(log) != 0 && rc == 0) rc = br_errorf(err, "%s: write failed", path);
+    return rc;
 }
 
 static void write_stat(FILE *fp, const char *name, const double *v, int n) {
@@ -152,10 +161,22 @@ typedef struct run_plan {
     int32_t max_epochs; /* 0: the preset's */
 } run_plan;
 
-/* RUNS/<dataset>-<model>-plain-s<seed> (stage1 set, or a plain plan), or
- * RUNS/<dataset>-<model>-<method>[-<ablation>]-s<seed>. */
+/* A softmax loss (ICE and its variants) trains both stages with that loss
+ * and validates from the first epoch: ICE reaches its best validation in
+ * about ten epochs (docs/RMHSAOCL.md), where BCE's schedule of the
+ * reference would overfit for a hundred before selecting. The stage 1 of a
+ * BCE variant is the plain BCE run BASRec shares. */
+static int softmax_stage1(const run_plan *rp) {
+    return rp->abl && br_loss_is_softmax(rp->abl->loss);
+}
+
+/* RUNS/<dataset>-<model>-plain[-<loss>]-s<seed> (stage1 set, or a plain
+ * plan), or RUNS/<dataset>-<model>-<method>[-<ablation>]-s<seed>. */
 static void run_dir(const run_plan *rp, uint64_t seed, int stage1, char *out, size_t n) {
-    if (stage1 || !rp->abl)
+    if ((stage1 || !rp->abl) && softmax_stage1(rp))
+        snprintf(out, n, "%s/%s-%s-plain-%s-s%llu", rp->runs_dir, rp->dataset, rp->model,
+                 br_loss_name(rp->abl->loss), (unsigned long long)seed);
+    else if (stage1 || !rp->abl)
         snprintf(out, n, "%s/%s-%s-plain-s%llu", rp->runs_dir, rp->dataset, rp->model,
                  (unsigned long long)seed);
     else if (rp->abl == &rp->meth->ablations[0])
@@ -174,7 +195,8 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     br_train_config_defaults(&tc);
     tc.seed = seed;
     tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->epochs;
-    tc.start_valid = rp->preset->start_valid;
+    tc.start_valid = softmax_stage1(rp) ? 0 : rp->preset->start_valid;
+    if (softmax_stage1(rp)) tc.loss.kind = rp->abl->loss;
     run_dir(rp, seed, 1, plain_dir, sizeof plain_dir);
     if (!rp->abl || !rp->abl->joint) {
         if (ensure_run(rp->ds, rp->mc, &tc, plain_dir, NULL, rp->progress, err) < 0) return -1;

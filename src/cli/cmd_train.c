@@ -46,7 +46,7 @@ int cmd_train(int argc, char **argv) {
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},
         {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100)", 0},
         {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement", 0},
-        {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (presets: 100, yelp/home 50; basrec without preset: 100)", 0},
+        {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (presets: 100, yelp/home 50; basrec without preset: 100; softmax losses: 0)", 0},
         {"seed", OPT_U64, &tc.seed, "random seed", 0},
         {"stage1-epochs", OPT_INT, &stage1_epochs, "basrec: maximum epochs of stage 1", 0},
         {"init-from", OPT_STR, &init_from, "basrec: start stage 2 from this checkpoint (skips stage 1)", 0},
@@ -63,7 +63,7 @@ int cmd_train(int argc, char **argv) {
         {"operators", OPT_STR, &operators, "basrec: copies' operators, drawn uniformly: any of reorder,substitute,crop,mask", 0},
         {"mix-pad", OPT_STR, &mix_pad, "basrec: a shorter partner's side of a cross-sequence mix: zero, or its last output (last)", 0},
         {"crop-align", OPT_STR, &crop_align, "basrec: a crop copy keeps the window's tokens only (suffix) or all (pad)", 0},
-        {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce, focal, or sampled-ce (softmax over the target and sampled negatives, logQ-corrected); stage 1 of basrec: bce", 0},
+        {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce, focal, or sampled-ce (softmax over the target and sampled negatives, logQ-corrected); basrec's stage 1 uses it too", 0},
         {"focal-gamma", OPT_FLOAT, &tc.loss.focal_gamma, "focal loss exponent", 0},
         {"ce-negatives", OPT_INT, &tc.loss.ce_negatives, "sampled-ce: negatives drawn per step, shared by its tokens", 0},
         {"ce-sampler", OPT_STR, &ce_sampler, "sampled-ce: negatives' distribution: pop (training-target counts + 1) or uniform", 0},
@@ -132,6 +132,9 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "basrec train: unknown loss '%s' (bce, ce, last-ce, focal, sampled-ce)\n", loss);
         return 2;
     }
+    /* Softmax losses peak within a few dozen epochs; BCE's schedule would
+     * overfit for a hundred before the first validation. */
+    if (br_loss_is_softmax(tc.loss.kind) && !args_find(specs, "start-valid")->seen) tc.start_valid = 0;
     if (br_sampler_parse(ce_sampler, &tc.loss.ce_sampler) < 0) {
         fprintf(stderr, "basrec train: unknown --ce-sampler '%s' (pop, uniform)\n", ce_sampler);
         return 2;
@@ -179,8 +182,7 @@ int cmd_train(int argc, char **argv) {
         if (!cli_file_exists(stage1_dir, "result.json")) {
             br_train_config t1 = tc;
             t1.use_basrec = 0;
-            /* Stage 1 is plain SASRec as in BASRec, whatever stage 2's loss. */
-            br_loss_config_defaults(&t1.loss);
+            /* Stage 1 trains the backbone alone with stage 2's main loss. */
             t1.epochs = stage1_epochs;
             if (!preset_name) t1.start_valid = 0;
             if (progress) fprintf(stderr, "stage 1: plain training into %s\n", stage1_dir);

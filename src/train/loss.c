@@ -346,6 +346,55 @@ static double chunk_coefficients(br_xent *x, int32_t n, const br_xent_labels *lb
     return loss;
 }
 
+/* Sets z to exp(z - m) and returns its sum, in the lanes of row_sum_exp. */
+static float row_exp_in_place(float *z, int32_t n, float m) {
+    float acc[LANES] = {0};
+    int32_t j = 0;
+    for (; j + LANES <= n; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            z[j + l] = br_fast_expf(z[j + l] - m);
+            acc[l] += z[j + l];
+        }
+    float s = 0.0f;
+    for (; j < n; j++) {
+        z[j] = br_fast_expf(z[j] - m);
+        s += z[j];
+    }
+    for (int l = 0; l < LANES; l++) s += acc[l];
+    return s;
+}
+
+/* xent_chunk when one block covers the catalogue: the logits are computed
+ * once and exponentiated once, in place, then scaled into the gradient. */
+static double xent_chunk_one_block(br_xent *x, int32_t n, const br_xent_labels *lb, double gamma,
+                                   double norm, const float *E, float *dE) {
+    const int D = x->D;
+    const int32_t N = x->n_items;
+    block_logits(x, n, 0, N, E);
+#pragma omp parallel for schedule(static)
+    for (int32_t r = 0; r < n; r++) {
+        float *zr = x->z + (size_t)r * N;
+        x->za[r] = zr[x->ya[r] - 1];
+        if (x->yb[r] > 0) x->zb[r] = zr[x->yb[r] - 1];
+        x->mx[r] = row_max(zr, N);
+        x->sum[r] = row_exp_in_place(zr, N, x->mx[r]);
+    }
+    const double loss = chunk_coefficients(x, n, lb, gamma, norm);
+#pragma omp parallel for schedule(static)
+    for (int32_t r = 0; r < n; r++) {
+        float *zr = x->z + (size_t)r * N;
+        const float g = x->gs[r] / x->sum[r];
+        for (int32_t j = 0; j < N; j++) zr[j] *= g;
+        zr[x->ya[r] - 1] -= x->ga[r];
+        if (x->yb[r] > 0) zr[x->yb[r] - 1] -= x->gb[r];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, N, 1.0f, x->z, N, E + D, D, 0.0f,
+                x->dhc, D);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, D, n, 1.0f, x->z, N, x->hc, D, 1.0f,
+                dE + D, D);
+    return loss;
+}
+
 /* Loss of the chunk's n rows (labels set), gradient into dhc and dE. */
 static double xent_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double gamma,
                          double norm, const float *E, float *dE) {
@@ -355,6 +404,7 @@ static double xent_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double
         x->mx[r] = -INFINITY;
         x->sum[r] = 0.0f;
     }
+    if (N <= NB) return xent_chunk_one_block(x, n, lb, gamma, norm, E, dE);
     /* Pass 1: streaming log-sum-exp over the item blocks. */
     for (int32_t j0 = 0; j0 < N; j0 += NB) {
         const int32_t nb = N - j0 < NB ? N - j0 : NB;
@@ -375,7 +425,7 @@ static double xent_chunk(br_xent *x, int32_t n, const br_xent_labels *lb, double
      * dh = G E and dE += G^T h. */
     for (int32_t j0 = 0; j0 < N; j0 += NB) {
         const int32_t nb = N - j0 < NB ? N - j0 : NB;
-        if (N > NB) block_logits(x, n, j0, nb, E); /* one block: z still holds them */
+        block_logits(x, n, j0, nb, E);
 #pragma omp parallel for schedule(static)
         for (int32_t r = 0; r < n; r++) {
             float *zr = x->z + (size_t)r * nb;

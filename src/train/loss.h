@@ -56,14 +56,15 @@ void br_keep_last_targets(int32_t *target, const int32_t *seq_off, int32_t n_seq
  * Tokens are processed in chunks of `chunk` rows and items in blocks of
  * `block`: a first pass keeps a streaming log-sum-exp per token over the
  * item blocks (one GEMM per block), a second recomputes each block's logits
- * (kept from the first pass when one block covers the catalogue) and forms
- * the logit gradient, turned into dh and dE by two more GEMMs. No buffer
- * grows with the catalogue beyond chunk x block floats; the order of every
- * sum is fixed, so results are reproducible for a thread count. */
+ * and forms the logit gradient, turned into dh and dE by two more GEMMs.
+ * When one block covers the catalogue (up to 32,768 items) the logits are
+ * computed and exponentiated once. No buffer grows with the catalogue
+ * beyond chunk x block floats (8 MiB); the order of every sum is fixed, so
+ * results are reproducible for a thread count. */
 typedef struct br_xent br_xent;
 
-#define BR_XENT_CHUNK 256
-#define BR_XENT_BLOCK 8192
+#define BR_XENT_CHUNK 64
+#define BR_XENT_BLOCK 32768
 
 /* Workspace for n_items items of dimension D. */
 br_xent *br_xent_create(int32_t n_items, int D, int32_t chunk, int32_t block, br_error *err);
