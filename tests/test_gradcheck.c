@@ -259,13 +259,14 @@ static void test_layernorm(void **state) {
 /* ---- gelu ---- */
 
 typedef struct gelu_ctx {
-    float *x, *y, *R;
+    float *x, *y, *R, *dgelu; /* dgelu: the forward's copy of x, left holding gelu'(x) */
     long n;
 } gelu_ctx;
 
 static double gelu_obj(void *p) {
     gelu_ctx *c = p;
-    br_gelu_forward(c->y, c->x, c->n);
+    memcpy(c->dgelu, c->x, (size_t)c->n * sizeof(float));
+    br_gelu_forward(c->y, c->dgelu, c->n);
     return dot_d(c->y, c->R, c->n);
 }
 
@@ -273,20 +274,22 @@ static void test_gelu(void **state) {
     br_rng r;
     br_rng_seed(&r, 13, 0);
     gelu_ctx c = {.n = 64};
-    c.x = alloc_f(c.n), c.y = alloc_f(c.n), c.R = alloc_f(c.n);
+    c.x = alloc_f(c.n), c.y = alloc_f(c.n), c.R = alloc_f(c.n), c.dgelu = alloc_f(c.n);
     for (long i = 0; i < c.n; i++) c.x[i] = (float)(8 * br_rng_uniform(&r) - 4);
     fill_normal(c.R, c.n, 0, 1, &r);
     float *dx = alloc_f(c.n);
-    br_gelu_backward(dx, c.R, c.x, c.n);
+    gelu_obj(&c);
+    br_gelu_backward(dx, c.R, c.dgelu, c.n);
     const fd_var vars[] = {{"x", c.x, dx, c.n}};
     check_all("gelu", gelu_obj, &c, vars, 1, 64, &layer_opts, &r);
 
     /* The model runs it in place (dx == dy). */
     float *g = dup_f(c.R, c.n);
-    br_gelu_backward(g, g, c.x, c.n);
+    gelu_obj(&c);
+    br_gelu_backward(g, g, c.dgelu, c.n);
     assert_memory_equal(g, dx, (size_t)c.n * sizeof(float));
 
-    free(c.x), free(c.y), free(c.R), free(dx), free(g);
+    free(c.x), free(c.y), free(c.R), free(c.dgelu), free(dx), free(g);
 }
 
 /* ---- dropout ---- */

@@ -15,7 +15,7 @@ typedef struct br_ffn_index {
 
 /* Activations kept for the backward pass. */
 typedef struct br_ffn_acts {
-    float *pre;              /* [T, 4D] before gelu */
+    float *pre;              /* [T, 4D] before gelu; the forward leaves gelu' there */
     float *act;              /* [T, 4D] after gelu */
     float *res;              /* [T, D] x + dropout(ffn), the LayerNorm input */
     float *ln_mean, *ln_rstd;

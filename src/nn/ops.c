@@ -115,18 +115,20 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
 /* Phi(x) = erfc(-x / sqrt 2) / 2: accurate in relative terms in both tails. */
 static inline float normal_cdf(float x) { return 0.5f * br_fast_erfcf(-x * (float)M_SQRT1_2); }
 
-void br_gelu_forward(float *y, const float *x, long n) {
-#pragma omp parallel for schedule(static)
-    for (long i = 0; i < n; i++) y[i] = x[i] * normal_cdf(x[i]);
-}
-
-void br_gelu_backward(float *dx, const float *dy, const float *x, long n) {
+void br_gelu_forward(float *y, float *x, long n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
-        const float pdf = inv_sqrt_2pi * br_fast_expf(-0.5f * x[i] * x[i]);
-        dx[i] = dy[i] * (normal_cdf(x[i]) + x[i] * pdf);
+        const float v = x[i], cdf = normal_cdf(v);
+        const float pdf = inv_sqrt_2pi * br_fast_expf(-0.5f * v * v);
+        y[i] = v * cdf;
+        x[i] = cdf + v * pdf;
     }
+}
+
+void br_gelu_backward(float *dx, const float *dy, const float *dgelu, long n) {
+#pragma omp parallel for schedule(static)
+    for (long i = 0; i < n; i++) dx[i] = dy[i] * dgelu[i];
 }
 
 void br_dropout(float *x, long n, float p, uint64_t key) {

@@ -24,10 +24,12 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
                            const float *x, const float *mean, const float *rstd,
                            const float *gamma, int T, int D, int accumulate_dx);
 
-/* GELU, erf form: y = x * Phi(x). */
-void br_gelu_forward(float *y, const float *x, long n);
-/* dx = dy * GELU'(x). */
-void br_gelu_backward(float *dx, const float *dy, const float *x, long n);
+/* GELU, erf form: y = x * Phi(x); x is overwritten with GELU'(x), which
+ * the backward needs and which costs one exp more here instead of the whole
+ * erf again there. */
+void br_gelu_forward(float *y, float *x, long n);
+/* dx = dy * GELU'(x), dgelu as left by the forward (dx may be dy). */
+void br_gelu_backward(float *dx, const float *dy, const float *dgelu, long n);
 
 /* Inverted dropout in place: x[i] = keep(i) ? x[i] / (1 - p) : 0, where
  * keep(i) is a counter-based draw keyed by (key, i): the backward pass is the
