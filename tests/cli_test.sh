@@ -117,6 +117,13 @@ RMH="--dataset beauty --method rm-hsaocl --seeds 1 --max-epochs 1 --data-dir $T/
     && ok "reproduce runs RM-HSAOCL variants on their loss's stage 1" \
     || ko "reproduce runs RM-HSAOCL variants on their loss's stage 1"
 
+# GRU4Rec run over the padding: the option travels with the checkpoint.
+"$BIN" train $TRAIN --out "$T/grp" --model gru4rec --run-padding >"$T/grp.json" \
+    && "$BIN" eval --checkpoint "$T/grp/best.safetensors" --data "$T/data.txt" >"$T/grp_eval.json" \
+    && [ "$(sed 's/.*"test": //; s/}$//' "$T/grp.json")" = "$(sed 's/.*"metrics": //; s/}$//' "$T/grp_eval.json")" ] \
+    && ok "gru4rec --run-padding checkpoint evaluates as trained" \
+    || ko "gru4rec --run-padding checkpoint evaluates as trained"
+
 # One-command two-stage training: stage 1 trains with stage 2's loss.
 "$BIN" train $TRAIN --out "$T/2s" --method basrec --loss ce --stage1-epochs 1 --epochs 1 >/dev/null \
     && head -c 65536 "$T/2s/stage1/last.safetensors" | grep -aq '"loss":"ce"' \
@@ -130,6 +137,7 @@ printf '1 2 3 4\n2 5 x 6\n' >"$T/bad.txt"
 expect_fail "non-numeric token" "bad.txt:2" "$BIN" train --data "$T/bad.txt" --out "$T/x"
 printf '1 2 3 4\n2 5 6 7\n3 7 8 9\n4 9\n' >"$T/short.txt"
 expect_fail "too-short user" "short.txt:4" "$BIN" train --data "$T/short.txt" --out "$T/x"
+expect_fail "run-padding on sasrec" "option of gru4rec" "$BIN" train --data "$T/data.txt" --out "$T/x" --run-padding
 expect_fail "unknown option" "unknown option" "$BIN" train --data "$T/data.txt" --bogus 1
 expect_fail "bad number" "not a number" "$BIN" train --data "$T/data.txt" --lr abc
 expect_fail "missing checkpoint" "$T/none.safetensors" "$BIN" eval --checkpoint "$T/none.safetensors" --data "$T/data.txt"

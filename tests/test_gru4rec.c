@@ -21,6 +21,7 @@
 #include "util/rng.h"
 
 #define FIXTURE "tests/fixtures/gru4rec_tiny.safetensors"
+#define FIXTURE_PADDED "tests/fixtures/gru4rec_padded_tiny.safetensors"
 #define RTOL 1e-5
 
 static float *alloc_f(long n) {
@@ -41,9 +42,9 @@ typedef struct fixture {
     float loss;
 } fixture;
 
-static void fixture_load(fixture *fx) {
+static void fixture_load(fixture *fx, const char *path) {
     br_error err;
-    if (br_st_read(FIXTURE, &fx->f, &err) != 0) fail_msg("%s", err.msg);
+    if (br_st_read(path, &fx->f, &err) != 0) fail_msg("%s", err.msg);
     br_model_config_defaults(&fx->cfg);
     strcpy(fx->cfg.model, "gru4rec");
     const char *v = br_st_meta_get(&fx->f, "n_items");
@@ -53,6 +54,12 @@ static void fixture_load(fixture *fx) {
     fx->cfg.dim = atoi(v);
     assert_non_null(v = br_st_meta_get(&fx->f, "gru_hidden_size"));
     assert_int_equal(atoi(v), 2 * fx->cfg.dim);
+    /* The padded fixture: left padding to max_seq_length, run through. */
+    if ((v = br_st_meta_get(&fx->f, "run_padding"))) {
+        fx->cfg.run_padding = atoi(v);
+        assert_non_null(v = br_st_meta_get(&fx->f, "max_seq_length"));
+        fx->cfg.max_len = atoi(v);
+    }
     /* The C dropout draws its own masks: parity is checked without dropout. */
     fx->cfg.hidden_dropout = fx->cfg.attn_dropout = 0.0f;
     const br_st_entry *lens = br_st_find(&fx->f, "seq_len");
@@ -82,7 +89,8 @@ static void ragged_from_fixture(fx_ragged *r, const fixture *fx, const int *orde
         const int b = order[s], n = (int)fx->seq_len[b];
         for (int j = 0; j < n; j++, t++) {
             const int k = start[b] + j;
-            r->pos[t] = j; /* unused by GRU4Rec */
+            /* absolute slots (read by run_padding only) */
+            r->pos[t] = fx->cfg.run_padding ? fx->cfg.max_len - n + j : j;
             r->item[t] = (int32_t)fx->input_ids[k];
             r->target[t] = (int32_t)fx->target_pos[k];
             r->neg[t] = (int32_t)fx->target_neg[k];
@@ -126,26 +134,32 @@ static void check_batch(const fixture *fx, const int *order, int verbose) {
     br_model_free(&m);
 }
 
-static void test_forward_backward_match_reference(void **state) {
+static void check_fixture(const char *path) {
     fixture fx;
-    fixture_load(&fx);
+    fixture_load(&fx, path);
     int order[64];
     for (int s = 0; s < fx.B; s++) order[s] = s;
     check_batch(&fx, order, 1);
     br_st_free(&fx.f);
 }
 
+static void test_forward_backward_match_reference(void **state) { check_fixture(FIXTURE); }
+static void test_run_padding_matches_reference(void **state) { check_fixture(FIXTURE_PADDED); }
+
 /* The recurrence is batched over sequences sorted by length: results must
  * not depend on the batch order of the sequences. */
 static void test_sequence_order_does_not_matter(void **state) {
-    fixture fx;
-    fixture_load(&fx);
-    int order[64];
-    fx_order_reversed(order, fx.B);
-    check_batch(&fx, order, 0);
-    fx_order_odd_even(order, fx.B);
-    check_batch(&fx, order, 0);
-    br_st_free(&fx.f);
+    const char *paths[2] = {FIXTURE, FIXTURE_PADDED};
+    for (int i = 0; i < 2; i++) {
+        fixture fx;
+        fixture_load(&fx, paths[i]);
+        int order[64];
+        fx_order_reversed(order, fx.B);
+        check_batch(&fx, order, 0);
+        fx_order_odd_even(order, fx.B);
+        check_batch(&fx, order, 0);
+        br_st_free(&fx.f);
+    }
 }
 
 /* ---- finite differences ------------------------------------------------ */
@@ -160,15 +174,19 @@ typedef struct fd_ctx {
     br_model m;
     fx_ragged r;
     float *x, *h, *dh, *dE; /* dh, dE: scratch the loss writes during differencing */
+    float pad_row[8];       /* run_padding: the padding row, held fixed */
     uint64_t key;
 } fd_ctx;
 
-static void fd_setup(fd_ctx *c, float dropout) {
+#define FD_MAX_LEN 9
+
+static void fd_setup(fd_ctx *c, float dropout, int run_padding) {
     br_model_config cfg;
     br_error err;
     br_model_config_defaults(&cfg);
     strcpy(cfg.model, "gru4rec");
     cfg.n_items = 30, cfg.dim = 8, cfg.hidden_dropout = dropout;
+    cfg.max_len = FD_MAX_LEN, cfg.run_padding = run_padding;
     /* A larger item table than the default 0.02 so every path carries signal. */
     cfg.init_std = 0.5f;
     assert_int_equal(br_model_create(&c->m, &cfg, &err), 0);
@@ -185,6 +203,7 @@ static void fd_setup(fd_ctx *c, float dropout) {
             c->r.item[t] = 1 + (int32_t)br_rng_below(&rng, 12);
             c->r.target[t] = 1 + (int32_t)br_rng_below(&rng, 12);
             c->r.neg[t] = 13 + (int32_t)br_rng_below(&rng, 18);
+            c->r.pos[t] = FD_MAX_LEN - fd_lens[s] + j; /* left-padded slots */
         }
         c->r.seq_off[s + 1] = t;
     }
@@ -193,6 +212,7 @@ static void fd_setup(fd_ctx *c, float dropout) {
     c->x = alloc_f(TD), c->h = alloc_f(TD), c->dh = alloc_f(TD);
     c->dE = alloc_f((long)(cfg.n_items + 1) * cfg.dim);
     c->key = 0x6a75;
+    memcpy(c->pad_row, br_model_items(&c->m), sizeof c->pad_row);
 }
 
 static void fd_teardown(fd_ctx *c) {
@@ -201,9 +221,12 @@ static void fd_teardown(fd_ctx *c) {
     br_model_free(&c->m);
 }
 
-/* The training loss as the trainer computes it, dropout on. */
+/* The training loss as the trainer computes it, dropout on. The padding
+ * row is a constant (it has no gradient, as with torch's padding_idx):
+ * differences along it are undone here. */
 static double fd_loss(fd_ctx *c) {
     const br_tokens tok = fx_ragged_tokens(&c->r);
+    memcpy(br_model_items(&c->m), c->pad_row, sizeof c->pad_row);
     br_model_gather(&c->m, c->r.item, c->r.n_tok, c->x);
     c->m.backbone->vt->forward(c->m.backbone, &c->m.params, &tok, c->x, c->h, 1, c->key);
     return br_bce_loss(c->h, c->r.target, c->r.neg, NULL, c->r.n_tok, c->m.cfg.dim,
@@ -223,9 +246,9 @@ static double fd_loss(fd_ctx *c) {
 
 static double fd_obj(void *c) { return fd_loss(c); }
 
-static void test_gradients_finite_differences(void **state) {
+static void check_gradients(int run_padding) {
     fd_ctx c;
-    fd_setup(&c, 0.3f);
+    fd_setup(&c, 0.3f, run_padding);
     br_params *P = &c.m.params;
     const int D = c.m.cfg.dim;
     br_params_zero_grad(P);
@@ -270,19 +293,54 @@ static void test_gradients_finite_differences(void **state) {
     double fd;
     const double an = fx_fd_direction(P, fd_obj, &c, FD_EPS_DIR, &rng, &fd);
     const double e_dir = fx_fd_rel(fd, an, FD_FLOOR * 2.0 * FD_EPS_DIR);
-    print_message("gru4rec loss: worst entry %.1e (%s) | direction %.1e\n", worst, worst_name, e_dir);
+    print_message("gru4rec%s loss: worst entry %.1e (%s) | direction %.1e\n",
+                  run_padding ? " (run_padding)" : "", worst, worst_name, e_dir);
     if (e_dir > FD_TOL_DIR)
         fail_msg("directional difference %.7g, analytic %.7g (rel err %.2e)", fd, an, e_dir);
+    /* The padding row takes no gradient. */
+    for (int d = 0; d < D; d++) assert_true(br_pgrad(P, c.m.item_emb)[d] == 0.0f);
 
     free(dx);
     fd_teardown(&c);
+}
+
+static void test_gradients_finite_differences(void **state) { check_gradients(0); }
+static void test_gradients_run_padding(void **state) { check_gradients(1); }
+
+/* run_padding starts a sequence from the chain state of its first slot: a
+ * function of the padding row and of the sequence's length, where the
+ * default start (h = 0) depends on neither. */
+static void test_run_padding_start_state(void **state) {
+    fd_ctx a, b;
+    fd_setup(&a, 0.0f, 0);
+    fd_setup(&b, 0.0f, 1);
+    const br_tokens tok = fx_ragged_tokens(&a.r);
+    const size_t bytes = (size_t)a.r.n_tok * a.m.cfg.dim * sizeof(float);
+    br_model_gather(&a.m, a.r.item, a.r.n_tok, a.x);
+    a.m.backbone->vt->forward(a.m.backbone, &a.m.params, &tok, a.x, a.h, 0, 0);
+    b.m.backbone->vt->forward(b.m.backbone, &b.m.params, &tok, a.x, b.h, 0, 0);
+    assert_memory_not_equal(a.h, b.h, bytes);
+    /* With a zero padding row the bias-free GRU stays at h = 0 over the
+     * padding: both starts agree exactly. */
+    memset(br_model_items(&b.m), 0, sizeof b.pad_row);
+    b.m.backbone->vt->forward(b.m.backbone, &b.m.params, &tok, a.x, b.h, 0, 0);
+    assert_memory_equal(a.h, b.h, bytes);
+    /* Moving a sequence to other slots changes its start and its outputs. */
+    memcpy(br_model_items(&b.m), b.pad_row, sizeof b.pad_row);
+    b.m.backbone->vt->forward(b.m.backbone, &b.m.params, &tok, a.x, a.h, 0, 0);
+    for (int t = 0; t < b.r.n_tok; t++) b.r.pos[t] -= 1;
+    const br_tokens shifted = fx_ragged_tokens(&b.r);
+    b.m.backbone->vt->forward(b.m.backbone, &b.m.params, &shifted, a.x, b.h, 0, 0);
+    assert_memory_not_equal(a.h, b.h, bytes);
+    fd_teardown(&a);
+    fd_teardown(&b);
 }
 
 /* ---- dropout keying ---------------------------------------------------- */
 
 static void test_dropout_is_keyed(void **state) {
     fd_ctx c;
-    fd_setup(&c, 0.5f);
+    fd_setup(&c, 0.5f, 0);
     const size_t bytes = (size_t)c.r.n_tok * c.m.cfg.dim * sizeof(float);
     const br_tokens tok = fx_ragged_tokens(&c.r);
     br_backbone *bb = c.m.backbone;
@@ -307,8 +365,11 @@ static void test_dropout_is_keyed(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_backward_match_reference),
+        cmocka_unit_test(test_run_padding_matches_reference),
         cmocka_unit_test(test_sequence_order_does_not_matter),
         cmocka_unit_test(test_gradients_finite_differences),
+        cmocka_unit_test(test_gradients_run_padding),
+        cmocka_unit_test(test_run_padding_start_state),
         cmocka_unit_test(test_dropout_is_keyed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -41,6 +41,7 @@ int cmd_train(int argc, char **argv) {
         {"dropout", OPT_FLOAT, &dropout, "set both dropouts (default: unset)", 0},
         {"initializer-range", OPT_FLOAT, &mc.init_std, "std of the normal weight init", 0},
         {"max-seq-length", OPT_INT, &mc.max_len, "keep the last N items of each sequence", 0},
+        {"run-padding", OPT_FLAG, &mc.run_padding, "gru4rec: run the GRU over the left padding first, as the reference (start state learned per length)", 0},
         {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate", 0},
         {"weight-decay", OPT_FLOAT, &tc.weight_decay, "Adam L2 weight decay", 0},
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},

@@ -32,6 +32,9 @@ typedef struct br_model_config {
     float hidden_dropout;
     float attn_dropout;
     float init_std;         /* std of the normal init of weights and embeddings */
+    int32_t run_padding;    /* GRU4Rec: run the recurrence over the left padding
+                               (the padding row's embedding) before the first
+                               item, as the reference does; 0: start at h = 0 */
 } br_model_config;
 
 typedef struct br_backbone br_backbone;

@@ -9,13 +9,18 @@
  *   n = tanh(W_in x + r * (W_hn h)), h' = (1 - z) * n + z * h.
  * Always one GRU layer (the reference's), whatever cfg->n_layers says.
  *
- * Ragged semantics: each sequence's recurrence starts from h = 0 at its
- * first real item. The reference instead runs the GRU over the left padding
- * first. Bias-free gates keep h = 0 over zero inputs, so the two agree
- * exactly when the padding row of the item table is zero; the reference's
- * xavier-normal init fills that row too, which makes its h at the first
- * real item depend on the amount of padding. Starting at the first real item
- * is the clean choice: a sequence's outputs depend on nothing but its items.
+ * Start state. By default each sequence's recurrence starts from h = 0 at
+ * its first real item: its outputs depend on nothing but its items. The
+ * reference instead runs the GRU over the left padding first; its padding
+ * row is xavier-normal like the rest of the table and never trained
+ * (padding_idx), so h at the first real item is a learned function of the
+ * amount of padding, i.e. of the sequence's length. cfg.run_padding does
+ * the same at the cost of one chain per batch: the padding input is the
+ * same at every slot, so s_0 = 0, s_{k+1} = GRU(e_0, s_k) (k < max_len) is
+ * shared by all sequences, and a sequence whose first token sits at slot p
+ * starts from s_p. The chain's inputs take no dropout (the reference drops
+ * out its padding inputs like the items'; at inference the two agree
+ * exactly), and e_0 gets no gradient, as with padding_idx.
  *
  * Computation: the input projections of all tokens are one GEMM. The
  * recurrence is batched by step over sequences, as PyTorch's packed
@@ -33,6 +38,9 @@
 #include "models/backbone.h"
 #include "nn/fastmath.h"
 #include "nn/ops.h"
+
+/* Per-step scratch vectors live on the stack. */
+#define BR_GRU_MAX_HIDDEN 2048
 
 typedef struct gru4rec {
     br_backbone base;
@@ -62,6 +70,15 @@ typedef struct gru4rec {
     int32_t n_steps;
     int training;
     uint64_t key;
+    /* run_padding: the padding chain over max_len slots, and the row of
+     * the item table it reads */
+    int item_table;
+    float *chain;     /* [L, 3H] r | z | n of the chain step into s_{k+1} */
+    float *chain_hn;  /* [L, H] W_hn s_k */
+    float *chain_s;   /* [L + 1, H] s_0 = 0, s_1, ..., s_L */
+    float *chain_ds;  /* [L + 1, H] dL/ds_k */
+    float *chain_gi;  /* [3H] W_ih e_0 */
+    float *chain_dg;  /* [L, 3H] gradient of the chain's hidden projections */
 } gru4rec;
 
 static int gru4rec_register(br_backbone *bb, br_params *p, br_error *err) {
@@ -77,6 +94,19 @@ static int gru4rec_register(br_backbone *bb, br_params *p, br_error *err) {
     ADD(m->dense_w, "dense.weight", 2, D, H);
     ADD(m->dense_b, "dense.bias", 1, D);
 #undef ADD
+    if (bb->cfg.run_padding) {
+        m->item_table = br_params_find(p, "item_embeddings.weight");
+        if (m->item_table < 0) return br_errorf(err, "gru4rec: run_padding needs the item table");
+        const int64_t L = bb->cfg.max_len;
+        m->chain = br_xmalloc((size_t)(L * 3 * H + L * H + 2 * (L + 1) * H + 3 * H + L * 3 * H) *
+                                  sizeof(float), err);
+        if (!m->chain) return -1;
+        m->chain_hn = m->chain + L * 3 * H;
+        m->chain_s = m->chain_hn + L * H;
+        m->chain_ds = m->chain_s + (L + 1) * H;
+        m->chain_gi = m->chain_ds + (L + 1) * H;
+        m->chain_dg = m->chain_gi + 3 * H;
+    }
     return 0;
 }
 
@@ -174,10 +204,102 @@ static int32_t pack_schedule(gru4rec *m, const br_tokens *tok) {
     return L;
 }
 
+/* Slot of packed row i's sequence's first token: the chain state it starts
+ * from. Sequences longer than max_len never reach here (truncated). */
+static inline int32_t first_slot(const gru4rec *m, const br_tokens *tok, int32_t i) {
+    return tok->pos[tok->seq_off[m->order[i]]];
+}
+
 static inline float gate_sigmoid(float x) { return 1.0f / (1.0f + br_fast_expf(-x)); }
 /* tanh(x) = 1 - 2 / (1 + e^{2x}): absolute error ~1e-7 near 0, which is
  * what the recurrence h' = (1 - z) n + z h sees. */
 static inline float gate_tanh(float x) { return 1.0f - 2.0f / (1.0f + br_fast_expf(2.0f * x)); }
+
+/* One GRU step from input projections gi and hidden projections gh [3H]
+ * and the previous state hp: rzn gets r | z | n (it may be gi: each entry
+ * is read before it is written), hn = W_hn hp, h the new state. */
+static inline void gru_cell(const float *gi, const float *gh, const float *hp, float *rzn,
+                            float *hn, float *h, int H) {
+#pragma omp simd
+    for (int j = 0; j < H; j++) {
+        const float r = gate_sigmoid(gi[j] + gh[j]);
+        const float z = gate_sigmoid(gi[H + j] + gh[H + j]);
+        const float n = gate_tanh(gi[2 * H + j] + r * gh[2 * H + j]);
+        rzn[j] = r;
+        rzn[H + j] = z;
+        rzn[2 * H + j] = n;
+        hn[j] = gh[2 * H + j];
+        h[j] = (1.0f - z) * n + z * hp[j];
+    }
+}
+
+/* Its backward for dL/dh = dh: the gradients of the input projections
+ * (dgi, [3H]) and of the hidden projections (dgh), and the part of dL/dhp
+ * that bypasses W_hh (carry = dh z; the caller adds dgh W_hh). */
+static inline void gru_cell_backward(const float *rzn, const float *hn, const float *hp,
+                                     const float *dh, float *dgi, float *dgh, float *carry, int H) {
+#pragma omp simd
+    for (int j = 0; j < H; j++) {
+        const float r = rzn[j], z = rzn[H + j], n = rzn[2 * H + j], d = dh[j];
+        const float dn = d * (1.0f - z) * (1.0f - n * n);
+        const float dz = d * (hp[j] - n) * z * (1.0f - z);
+        const float dr = dn * hn[j] * r * (1.0f - r);
+        dgi[j] = dgh[j] = dr;
+        dgi[H + j] = dgh[H + j] = dz;
+        dgi[2 * H + j] = dn;
+        dgh[2 * H + j] = dn * r;
+        carry[j] = d * z;
+    }
+}
+
+/* The padding chain s_{k+1} = GRU(e_0, s_k), k < max_len (run_padding). */
+static void chain_forward(gru4rec *m, const br_params *p) {
+    const int D = m->base.cfg.dim, H = m->H, H3 = 3 * H, L = m->base.cfg.max_len;
+    const float *W_hh = br_pdata(p, m->w_hh);
+    float gh[3 * BR_GRU_MAX_HIDDEN];
+    br_linear_forward(m->chain_gi, br_pdata(p, m->item_table), br_pdata(p, m->w_ih), NULL, 1, D, H3);
+    memset(m->chain_s, 0, (size_t)H * sizeof(float));
+    for (int k = 0; k < L; k++) {
+        const float *sk = m->chain_s + (size_t)k * H;
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, H3, H, 1.0f, W_hh, H, sk, 1, 0.0f, gh, 1);
+        gru_cell(m->chain_gi, gh, sk, m->chain + (size_t)k * H3, m->chain_hn + (size_t)k * H,
+                 m->chain_s + (size_t)(k + 1) * H, H);
+    }
+}
+
+/* Back through the chain from chain_ds (the start states' gradients):
+ * dW_hh += sum_k dgh_k s_k^T, dW_ih += (sum_k dgi_k) e_0^T. */
+static void chain_backward(gru4rec *m, br_params *p) {
+    const int D = m->base.cfg.dim, H = m->H, H3 = 3 * H, L = m->base.cfg.max_len;
+    const float *W_hh = br_pdata(p, m->w_hh);
+    float dgi[3 * BR_GRU_MAX_HIDDEN], dgi_sum[3 * BR_GRU_MAX_HIDDEN] = {0}, carry[BR_GRU_MAX_HIDDEN];
+    for (int k = L - 1; k >= 0; k--) {
+        float *dg = m->chain_dg + (size_t)k * H3, *ds_prev = m->chain_ds + (size_t)k * H;
+        gru_cell_backward(m->chain + (size_t)k * H3, m->chain_hn + (size_t)k * H,
+                          m->chain_s + (size_t)k * H, m->chain_ds + (size_t)(k + 1) * H, dgi, dg,
+                          carry, H);
+        for (int j = 0; j < H3; j++) dgi_sum[j] += dgi[j];
+        for (int j = 0; j < H; j++) ds_prev[j] += carry[j];
+        cblas_sgemv(CblasRowMajor, CblasTrans, H3, H, 1.0f, W_hh, H, dg, 1, 1.0f, ds_prev, 1);
+    }
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H3, H, L, 1.0f, m->chain_dg, H3, m->chain_s,
+                H, 1.0f, br_pgrad(p, m->w_hh), H);
+    cblas_sger(CblasRowMajor, H3, D, 1.0f, dgi_sum, 1, br_pdata(p, m->item_table), 1,
+               br_pgrad(p, m->w_ih), D);
+}
+
+/* The state each sequence starts from: packed rows of step 0. */
+static void set_start_states(gru4rec *m, const br_tokens *tok) {
+    const int H = m->H;
+    const int32_t n0 = m->step_n[0];
+    if (!m->base.cfg.run_padding) {
+        memset(m->hprev, 0, (size_t)n0 * H * sizeof(float));
+        return;
+    }
+    for (int32_t i = 0; i < n0; i++)
+        memcpy(m->hprev + (size_t)i * H, m->chain_s + (size_t)first_slot(m, tok, i) * H,
+               (size_t)H * sizeof(float));
+}
 
 static void gru4rec_forward(br_backbone *bb, const br_params *p, const br_tokens *tok,
                             const float *x_in, float *out, int training, uint64_t key) {
@@ -194,30 +316,19 @@ static void gru4rec_forward(br_backbone *bb, const br_params *p, const br_tokens
     br_linear_forward(m->gates, m->xd, br_pdata(p, m->w_ih), NULL, T, D, H3);
 
     const float *W_hh = br_pdata(p, m->w_hh);
-    memset(m->hprev, 0, (size_t)m->step_n[0] * H * sizeof(float));
+    if (bb->cfg.run_padding) chain_forward(m, p);
+    set_start_states(m, tok);
     for (int32_t k = 0; k < m->n_steps; k++) {
         const int32_t n_k = m->step_n[k], n_next = m->step_n[k + 1];
         const float *hp = m->hprev + (size_t)m->step_off[k] * H;
         float *hp_next = m->hprev + (size_t)m->step_off[k + 1] * H;
-        if (k == 0) memset(m->gh, 0, (size_t)n_k * H3 * sizeof(float));
+        if (k == 0 && !bb->cfg.run_padding) memset(m->gh, 0, (size_t)n_k * H3 * sizeof(float));
         else br_linear_forward(m->gh, hp, W_hh, NULL, n_k, H, H3);
 #pragma omp parallel for schedule(static)
         for (int32_t i = 0; i < n_k; i++) {
             const size_t t = (size_t)seq_off[m->order[i]] + (size_t)k;
-            float *g = m->gates + t * H3;
-            const float *gh = m->gh + (size_t)i * H3, *hpi = hp + (size_t)i * H;
-            float *ht = m->h + t * H, *hn = m->ghn + t * H;
-#pragma omp simd
-            for (int j = 0; j < H; j++) {
-                const float r = gate_sigmoid(g[j] + gh[j]);
-                const float z = gate_sigmoid(g[H + j] + gh[H + j]);
-                const float n = gate_tanh(g[2 * H + j] + r * gh[2 * H + j]);
-                g[j] = r;
-                g[H + j] = z;
-                g[2 * H + j] = n;
-                hn[j] = gh[2 * H + j];
-                ht[j] = (1.0f - z) * n + z * hpi[j];
-            }
+            float *g = m->gates + t * H3, *ht = m->h + t * H;
+            gru_cell(g, m->gh + (size_t)i * H3, hp + (size_t)i * H, g, m->ghn + t * H, ht, H);
             /* Sorted by length: the sequences still active next step are
              * the first n_next rows. */
             if (i < n_next) memcpy(hp_next + (size_t)i * H, ht, (size_t)H * sizeof(float));
@@ -243,32 +354,30 @@ static void gru4rec_backward(br_backbone *bb, br_params *p, const br_tokens *tok
 #pragma omp parallel for schedule(static)
         for (int32_t i = 0; i < n_k; i++) {
             const size_t t = (size_t)seq_off[m->order[i]] + (size_t)k;
-            const float *g = m->gates + t * H3, *hn = m->ghn + t * H, *hpi = hp + (size_t)i * H;
-            const float *dht = m->dh + t * H;
-            float *dgi = m->dgi + t * H3, *dgh = dgh_k + (size_t)i * H3, *c = m->carry + (size_t)i * H;
-#pragma omp simd
-            for (int j = 0; j < H; j++) {
-                /* carry holds dL/dh from step k+1, for sequences active there. */
-                const float dh = dht[j] + (i < n_next ? c[j] : 0.0f);
-                const float r = g[j], z = g[H + j], n = g[2 * H + j];
-                const float dn = dh * (1.0f - z) * (1.0f - n * n);
-                const float dz = dh * (hpi[j] - n) * z * (1.0f - z);
-                const float dr = dn * hn[j] * r * (1.0f - r);
-                dgi[j] = dgh[j] = dr;
-                dgi[H + j] = dgh[H + j] = dz;
-                dgi[2 * H + j] = dn;
-                dgh[2 * H + j] = dn * r;
-                c[j] = dh * z;
-            }
+            float *c = m->carry + (size_t)i * H, dh[BR_GRU_MAX_HIDDEN];
+            /* carry holds dL/dh from step k+1, for sequences active there. */
+            for (int j = 0; j < H; j++) dh[j] = m->dh[t * H + j] + (i < n_next ? c[j] : 0.0f);
+            gru_cell_backward(m->gates + t * H3, m->ghn + t * H, hp + (size_t)i * H, dh,
+                              m->dgi + t * H3, dgh_k + (size_t)i * H3, c, H);
         }
-        /* carry += dgh W_hh: the gradient reaching h_{k-1}. Unused at k = 0. */
-        if (k > 0)
+        /* carry += dgh W_hh: the gradient reaching h_{k-1}, at k = 0 the
+         * start state's (used with run_padding only). */
+        if (k > 0 || bb->cfg.run_padding)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n_k, H, H3, 1.0f, dgh_k, H3,
                         W_hh, H, 1.0f, m->carry, H);
     }
-    /* dW_hh += dgh^T hprev over all packed rows (first-step rows of hprev are 0). */
+    /* dW_hh += dgh^T hprev over all packed rows (hprev holds the start states). */
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, H3, H, T, 1.0f, m->dgh, H3, m->hprev, H,
                 1.0f, br_pgrad(p, m->w_hh), H);
+    if (bb->cfg.run_padding) {
+        /* Start states' gradients onto the chain, in packed order (fixed). */
+        memset(m->chain_ds, 0, (size_t)(bb->cfg.max_len + 1) * H * sizeof(float));
+        for (int32_t i = 0; i < m->step_n[0]; i++) {
+            float *ds = m->chain_ds + (size_t)first_slot(m, tok, i) * H;
+            for (int j = 0; j < H; j++) ds[j] += m->carry[(size_t)i * H + j];
+        }
+        chain_backward(m, p);
+    }
     br_linear_backward(dx_in, br_pgrad(p, m->w_ih), NULL, m->dgi, m->xd, br_pdata(p, m->w_ih), T,
                        D, H3, 0);
     br_dropout(dx_in, (long)T * D, m->training ? bb->cfg.hidden_dropout : 0.0f, br_key(m->key, 0, 0));
@@ -278,6 +387,7 @@ static void gru4rec_destroy(br_backbone *bb) {
     gru4rec *m = (gru4rec *)bb;
     if (!m) return;
     workspace_free(m);
+    free(m->chain);
     free(m);
 }
 
@@ -293,8 +403,8 @@ static const br_backbone_vtable gru4rec_vtable = {
 };
 
 br_backbone *br_gru4rec_create(const br_model_config *cfg, br_error *err) {
-    if (cfg->dim <= 0) {
-        br_errorf(err, "gru4rec: hidden size %d must be positive", cfg->dim);
+    if (cfg->dim <= 0 || 2 * cfg->dim > BR_GRU_MAX_HIDDEN) {
+        br_errorf(err, "gru4rec: hidden size %d must be in 1..%d", cfg->dim, BR_GRU_MAX_HIDDEN / 2);
         return NULL;
     }
     gru4rec *m = br_xcalloc(1, sizeof *m, err);

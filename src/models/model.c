@@ -25,6 +25,8 @@ int br_model_create(br_model *m, const br_model_config *cfg, br_error *err) {
     if (cfg->hidden_dropout < 0 || cfg->hidden_dropout >= 1 || cfg->attn_dropout < 0 ||
         cfg->attn_dropout >= 1)
         return br_errorf(err, "dropout probabilities must be in [0, 1)");
+    if (cfg->run_padding && strcmp(cfg->model, "gru4rec") != 0)
+        return br_errorf(err, "run_padding is an option of gru4rec, not of %s", cfg->model);
     int64_t shape[2] = {(int64_t)cfg->n_items + 1, cfg->dim};
     m->item_emb = br_params_add(&m->params, "item_embeddings.weight", 2, shape, err);
     if (m->item_emb < 0) goto fail;

@@ -47,6 +47,7 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
     meta_put(&ml, "hidden_dropout_prob", "%.9g", c->hidden_dropout);
     meta_put(&ml, "attention_probs_dropout_prob", "%.9g", c->attn_dropout);
     meta_put(&ml, "initializer_range", "%.9g", c->init_std);
+    if (c->run_padding) meta_put(&ml, "run_padding", "%d", c->run_padding);
     meta_put(&ml, "data_fingerprint", "%016" PRIx64, ds->fingerprint);
     meta_put(&ml, "data_users", "%d", ds->n_users);
     const int resumable = tc && st;
@@ -175,6 +176,9 @@ static int read_config(const br_st_file *f, br_model_config *c, br_error *err) {
         meta_float(f, "hidden_dropout_prob", &c->hidden_dropout, err) < 0 ||
         meta_float(f, "attention_probs_dropout_prob", &c->attn_dropout, err) < 0 ||
         meta_float(f, "initializer_range", &c->init_std, err) < 0)
+        return -1;
+    /* Absent before the option existed, and when off. */
+    if (br_st_meta_get(f, "run_padding") && meta_i32(f, "run_padding", 0, &c->run_padding, err) < 0)
         return -1;
     return 0;
 }
