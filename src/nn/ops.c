@@ -53,10 +53,13 @@ void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
     for (int t = 0; t < T; t++) {
         const float *xr = x + (size_t)t * D;
         float *yr = y + (size_t)t * D;
+        /* simd reductions: vectorised sums in a fixed lane order */
         float m = 0.0f;
+#pragma omp simd reduction(+ : m)
         for (int d = 0; d < D; d++) m += xr[d];
         m /= (float)D;
         float v = 0.0f;
+#pragma omp simd reduction(+ : v)
         for (int d = 0; d < D; d++) {
             float c = xr[d] - m;
             v += c * c;
@@ -79,6 +82,7 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
         const float m = mean[t], r = rstd[t];
         /* dx = r * (g - mean(g) - xhat * mean(g * xhat)), g = dy * gamma */
         float sum_g = 0.0f, sum_gx = 0.0f;
+#pragma omp simd reduction(+ : sum_g, sum_gx)
         for (int d = 0; d < D; d++) {
             float g = dyr[d] * gamma[d];
             sum_g += g;
@@ -163,6 +167,15 @@ static inline float att_keep(uint64_t key, int64_t idx, float p, float scale) {
     return br_hash_uniform16(key, (uint64_t)idx) < p ? 0.0f : scale;
 }
 
+/* A head's dot product; the simd reduction lets it vectorise (in a fixed
+ * lane order, so it stays deterministic). */
+static inline float head_dot(const float *a, const float *b, int n) {
+    float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+    for (int c = 0; c < n; c++) s += a[c] * b[c];
+    return s;
+}
+
 void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
                           const int64_t *att_off, int n_seq, int D, int H, float p,
                           uint64_t key) {
@@ -180,9 +193,7 @@ void br_attention_forward(float *ctx, float *probs, const float *qkv, const int3
             float mx = -INFINITY;
             for (int j = 0; j <= i; j++) {
                 const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
-                float sc = 0.0f;
-                for (int c = 0; c < dh; c++) sc += q[c] * k[c];
-                sc *= inv_sqrt;
+                const float sc = head_dot(q, k, dh) * inv_sqrt;
                 Pi[j] = sc;
                 if (sc > mx) mx = sc;
             }
@@ -219,8 +230,7 @@ void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) {
             const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
-            float v = 0.0f;
-            for (int c = 0; c < dh; c++) v += q[c] * k[c];
+            const float v = head_dot(q, k, dh);
             if (v * inv_sqrt > mx) mx = v * inv_sqrt;
         }
         float *c_out = ctx + (size_t)s * D + h * dh;
@@ -229,9 +239,7 @@ void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int
         for (int j = 0; j < n; j++) {
             const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
             const float *v = qkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
-            float sc = 0.0f;
-            for (int c = 0; c < dh; c++) sc += q[c] * k[c];
-            const float w = expf(sc * inv_sqrt - mx);
+            const float w = expf(head_dot(q, k, dh) * inv_sqrt - mx);
             z += w;
             for (int c = 0; c < dh; c++) c_out[c] += w * v[c];
         }
@@ -279,10 +287,8 @@ void br_attention_backward(float *dqkv, const float *dctx, const float *probs, c
                     float g = 0.0f;
                     if (keep != 0.0f) {
                         const float w = Pi[j] * keep;
-                        for (int c = 0; c < dh; c++) {
-                            g += dc[c] * v[c];
-                            dv[c] += w * dc[c];
-                        }
+                        g = head_dot(dc, v, dh);
+                        for (int c = 0; c < dh; c++) dv[c] += w * dc[c];
                     }
                     dP[j] = g * keep;
                     dot += Pi[j] * dP[j];
