@@ -2,7 +2,7 @@
  * backbone, method, ablation) over several seeds. Each seed's run lives in
  * its own directory and is skipped when finished or resumed when
  * interrupted; the stage 1 of BASRec and RM-HSAOCL is the plain run of the
- * same seed, shared by every variant. The mean
+ * same seed and loss, shared by every variant with that loss. The mean
  * and standard deviation of the test metrics are appended to a results file
  * as one JSON line. */
 #include <jansson.h>
