@@ -380,6 +380,7 @@ static void test_operator_names(void **state) {
     assert_int_equal(cfg.operators, BR_OPS_BASREC);
     assert_int_equal(cfg.crop_align, BR_CROP_SUFFIX);
     assert_int_equal(cfg.mix_pad, BR_MIX_PAD_ZERO);
+    assert_int_equal(cfg.weight_form, BR_WEIGHT_BATCH);
 }
 
 /* ---- the mask item ---- */
@@ -447,6 +448,7 @@ static void test_checkpoint_options(void **state) {
     tc.basrec.operators = BR_OP_CROP | BR_OP_MASK | BR_OP_REORDER;
     tc.basrec.crop_align = BR_CROP_PAD;
     tc.basrec.mix_pad = BR_MIX_PAD_LAST;
+    tc.basrec.weight_form = BR_WEIGHT_SEQUENCE;
     tc.loss.kind = BR_LOSS_FOCAL;
     tc.loss.focal_gamma = 1.5f;
     tc.loss.ce_negatives = 77;
@@ -466,6 +468,7 @@ static void test_checkpoint_options(void **state) {
     assert_int_equal(tc2.basrec.operators, tc.basrec.operators);
     assert_int_equal(tc2.basrec.crop_align, BR_CROP_PAD);
     assert_int_equal(tc2.basrec.mix_pad, BR_MIX_PAD_LAST);
+    assert_int_equal(tc2.basrec.weight_form, BR_WEIGHT_SEQUENCE);
     assert_int_equal(tc2.loss.kind, BR_LOSS_FOCAL);
     assert_true(tc2.loss.focal_gamma == 1.5f);
     assert_int_equal(tc2.loss.ce_negatives, 77);
@@ -538,6 +541,55 @@ static void test_adaptive_weights(void **state) {
                 if (lam[i] * rate[i] < lam[j] * rate[j]) assert_true(w[i] >= w[j]);
         }
     }
+}
+
+/* The reference code's weight form: a copy's mean loss times the batch's
+ * summed weight. Min-max normalised over two sequences the weights are 1
+ * and 0, so the sum is 1 and the loss is the constant-weight one; the
+ * per-sequence form drops the sequence of weight 0 instead. On all five
+ * users the sum is at least the largest weight, 1, so the batch form
+ * weighs every copy at least as much. Its gradient passes finite
+ * differences. */
+static void test_weight_form(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.cross_seq = 0;
+    cfg.weight_form = BR_WEIGHT_SEQUENCE;
+    br_weight_form wf;
+    assert_int_equal(br_weight_form_parse("batch", &wf), 0);
+    assert_int_equal(wf, BR_WEIGHT_BATCH);
+    assert_string_equal(br_weight_form_name(BR_WEIGHT_SEQUENCE), "sequence");
+    assert_int_equal(br_weight_form_parse("mean", &wf), -1);
+
+    fixture f;
+    fixture_init(&f, 0.1f);
+    br_batch two;
+    br_error err;
+    assert_int_equal(br_batch_alloc(&two, 2, 2 * MAX_LEN, &err), 0);
+    br_batch_add(&two, &f.ds, 0, BR_SPLIT_TRAIN, MAX_LEN);
+    br_batch_add(&two, &f.ds, 2, BR_SPLIT_TRAIN, MAX_LEN);
+    br_batch_sample_negatives(&two, &f.ds, NEG_KEY);
+    double ssa[2][3]; /* [batch: two users, all][sequence, batch, constant] */
+    for (int which = 0; which < 2; which++)
+        for (int form = 0; form < 3; form++) {
+            br_basrec_config c = cfg;
+            c.weight_form = form == 1 ? BR_WEIGHT_BATCH : BR_WEIGHT_SEQUENCE;
+            c.adaptive_weight = form != 2;
+            br_basrec *bs = make_basrec(&f, &c);
+            br_basrec_stats st;
+            br_params_zero_grad(&f.m.params);
+            br_basrec_step(bs, which ? &f.b : &two, STEP_KEY, &st);
+            ssa[which][form] = st.loss_ssa;
+            br_basrec_free(bs);
+        }
+    assert_true(ssa[0][1] == ssa[0][2]);
+    assert_true(ssa[0][0] < ssa[0][1]);
+    assert_true(ssa[1][0] < ssa[1][1]);
+    br_batch_free(&two);
+    fixture_free(&f);
+
+    cfg.weight_form = BR_WEIGHT_BATCH;
+    check_basrec_grad("single-seq, batch weights", &cfg);
 }
 
 /* ---- determinism of BASRec training ---- */
@@ -673,14 +725,21 @@ static void test_ablations(void **state) {
     assert_true(st.loss_csa == 0.0);
     assert_true(st.loss_main == all.loss_main && st.loss_ssa == all.loss_ssa);
 
-    /* Same copies, weights all 1 instead of in [0, 1] with one 0 per copy
-     * index: the same per-copy losses summed with larger weights. */
+    /* Same copies, weights all 1 instead of in [0, 1] with one 0 and one 1
+     * per copy index: per sequence, the same per-copy losses summed with
+     * larger weights; in the batch form, a copy's mean loss scaled by 1
+     * instead of the weights' sum, which exceeds 1 here. */
     c = cfg;
     c.adaptive_weight = 0;
     st = run_step(&f, &c);
     assert_true(st.loss_main == all.loss_main && st.loss_csa == all.loss_csa);
     assert_true(st.aug_cosine == all.aug_cosine);
-    assert_true(st.loss_ssa > all.loss_ssa);
+    assert_int_equal(cfg.weight_form, BR_WEIGHT_BATCH);
+    assert_true(st.loss_ssa < all.loss_ssa);
+    c.weight_form = BR_WEIGHT_SEQUENCE;
+    assert_true(run_step(&f, &c).loss_ssa == st.loss_ssa);
+    c.adaptive_weight = 1;
+    assert_true(run_step(&f, &c).loss_ssa < st.loss_ssa);
     fixture_free(&f);
 }
 
@@ -820,6 +879,7 @@ int main(void) {
         cmocka_unit_test(test_checkpoint_options),
         cmocka_unit_test(test_plain_losses),
         cmocka_unit_test(test_adaptive_weights),
+        cmocka_unit_test(test_weight_form),
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_ablations),
         cmocka_unit_test(test_invisible_augmentation),

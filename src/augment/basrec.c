@@ -20,6 +20,7 @@ void br_basrec_config_defaults(br_basrec_config *c) {
     c->operators = BR_OPS_BASREC;
     c->crop_align = BR_CROP_SUFFIX;
     c->mix_pad = BR_MIX_PAD_ZERO;
+    c->weight_form = BR_WEIGHT_BATCH;
 }
 
 int br_basrec_preset(br_basrec_config *c, const char *dataset) {
@@ -88,6 +89,17 @@ int br_mix_pad_parse(const char *name, br_mix_pad *k) {
     const int i = br_name_index(mix_pad_names, 2, name);
     if (i < 0) return -1;
     *k = (br_mix_pad)i;
+    return 0;
+}
+
+static const char *const weight_form_names[2] = {"sequence", "batch"};
+
+const char *br_weight_form_name(br_weight_form f) { return weight_form_names[f]; }
+
+int br_weight_form_parse(const char *name, br_weight_form *f) {
+    const int i = br_name_index(weight_form_names, 2, name);
+    if (i < 0) return -1;
+    *f = (br_weight_form)i;
     return 0;
 }
 
@@ -306,10 +318,16 @@ static void build_stacked(br_basrec *bs, const br_batch *plain, uint64_t key) {
     /* Adaptive weights, normalised per copy index over the batch. */
     for (int32_t k = 0; k < K; k++) {
         float *w = bs->copy_weight + (size_t)k * B;
-        if (bs->cfg.adaptive_weight)
-            br_basrec_adaptive_weights(bs->copy_lam + (size_t)k * B, bs->copy_rate + (size_t)k * B, B, w);
-        else
+        if (!bs->cfg.adaptive_weight) {
             for (int32_t s = 0; s < B; s++) w[s] = 1.0f;
+            continue;
+        }
+        br_basrec_adaptive_weights(bs->copy_lam + (size_t)k * B, bs->copy_rate + (size_t)k * B, B, w);
+        if (bs->cfg.weight_form == BR_WEIGHT_BATCH) {
+            double sum = 0.0;
+            for (int32_t s = 0; s < B; s++) sum += w[s];
+            for (int32_t s = 0; s < B; s++) w[s] = (float)sum;
+        }
     }
     /* Offsets from the copies' lengths, then the tokens. */
     bs->blk_off[0] = 0;

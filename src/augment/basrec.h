@@ -43,6 +43,14 @@ typedef enum { BR_CROP_SUFFIX, BR_CROP_PAD } br_crop_align;
  * the partner's side of the output is a zero vector, or its last output
  * (docs/DESIGN.md); the targets' side is zero either way. */
 typedef enum { BR_MIX_PAD_ZERO, BR_MIX_PAD_LAST } br_mix_pad;
+/* How a copy's adaptive weights w_s (one per sequence s of the batch) enter
+ * its loss:
+ *  - sequence: each sequence's positions count w_s times, as the paper
+ *    describes (sum_s w_s sum_t l_st / #positions);
+ *  - batch: the copy's mean loss is scaled by sum_s w_s, which is what the
+ *    reference code computes (its [B, 1] weight broadcasts against the
+ *    flattened [B * L] per-position loss; docs/DESIGN.md). */
+typedef enum { BR_WEIGHT_SEQUENCE, BR_WEIGHT_BATCH } br_weight_form;
 
 typedef struct br_basrec_config {
     float alpha;            /* Beta(alpha, alpha) of every mixup weight (the reference's --beta) */
@@ -56,6 +64,7 @@ typedef struct br_basrec_config {
     unsigned operators;     /* BR_OP_* set each copy's operator is drawn from, uniformly */
     br_crop_align crop_align;
     br_mix_pad mix_pad;
+    br_weight_form weight_form;
 } br_basrec_config;
 
 /* Beauty's settings, all modules on, BASRec's operators. */
@@ -72,6 +81,8 @@ const char *br_crop_align_name(br_crop_align a);
 int br_crop_align_parse(const char *name, br_crop_align *a);
 const char *br_mix_pad_name(br_mix_pad k);
 int br_mix_pad_parse(const char *name, br_mix_pad *k);
+const char *br_weight_form_name(br_weight_form f);
+int br_weight_form_parse(const char *name, br_weight_form *f);
 
 typedef struct br_basrec br_basrec;
 

@@ -21,7 +21,8 @@ int cmd_train(int argc, char **argv) {
     const char *data = NULL, *out = NULL, *model = "sasrec", *metrics_log = NULL,
                *preset_name = NULL, *method = "plain", *init_from = NULL,
                *operators = "reorder,substitute", *crop_align = "suffix", *loss = "bce",
-               *ce_sampler = "pop", *mix_pad = "zero";
+               *ce_sampler = "pop", *mix_pad = "zero",
+               *weight_form = NULL;
     int32_t threads = 0, stage1_epochs = 200;
     float dropout = -1.0f;
     int resume = 0, no_progress = 0, joint = 0, no_ssa = 0, no_csa = 0, no_weight = 0,
@@ -63,6 +64,7 @@ int cmd_train(int argc, char **argv) {
         {"joint", OPT_FLAG, &joint, "basrec ablation: one stage, augmented from scratch", 0},
         {"operators", OPT_STR, &operators, "basrec: copies' operators, drawn uniformly: any of reorder,substitute,crop,mask", 0},
         {"mix-pad", OPT_STR, &mix_pad, "basrec: a shorter partner's side of a cross-sequence mix: zero, or its last output (last)", 0},
+        {"weight-form", OPT_STR, &weight_form, "basrec: how adaptive weights enter a copy's loss: per sequence (sequence), or their batch sum scaling the copy's mean loss, as the reference code computes (batch)", 0},
         {"crop-align", OPT_STR, &crop_align, "basrec: a crop copy keeps the window's tokens only (suffix) or all (pad)", 0},
         {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce, focal, or sampled-ce (softmax over the target and sampled negatives, logQ-corrected); basrec's stage 1 uses it too", 0},
         {"focal-gamma", OPT_FLOAT, &tc.loss.focal_gamma, "focal loss exponent", 0},
@@ -123,6 +125,10 @@ int cmd_train(int argc, char **argv) {
     }
     if (br_mix_pad_parse(mix_pad, &bc->mix_pad) < 0) {
         fprintf(stderr, "basrec train: unknown --mix-pad '%s' (zero, last)\n", mix_pad);
+        return 2;
+    }
+    if (weight_form && br_weight_form_parse(weight_form, &bc->weight_form) < 0) {
+        fprintf(stderr, "basrec train: unknown --weight-form '%s' (sequence, batch)\n", weight_form);
         return 2;
     }
     if (br_crop_align_parse(crop_align, &bc->crop_align) < 0) {

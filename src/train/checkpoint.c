@@ -11,17 +11,22 @@
 #define FORMAT_NAME "basrec-checkpoint"
 #define FORMAT_VERSION "1"
 
-enum { META_MAX = 40, META_LEN = 64 };
+enum { META_MAX = 64, META_LEN = 64 };
 
 typedef struct meta_list {
     br_st_meta kv[META_MAX];
     char val[META_MAX][META_LEN];
     int n;
+    int overflow; /* an entry did not fit: the save fails */
 } meta_list;
 
 static void meta_put(meta_list *ml, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void meta_put(meta_list *ml, const char *key, const char *fmt, ...) {
+    if (ml->n == META_MAX) {
+        ml->overflow = 1;
+        return;
+    }
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ml->val[ml->n], META_LEN, fmt, ap);
@@ -73,6 +78,7 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         meta_put(&ml, "basrec_operators", "%s", ops);
         meta_put(&ml, "basrec_crop_align", "%s", br_crop_align_name(b->crop_align));
         meta_put(&ml, "basrec_mix_pad", "%s", br_mix_pad_name(b->mix_pad));
+        meta_put(&ml, "basrec_weight_form", "%s", br_weight_form_name(b->weight_form));
         meta_put(&ml, "loss", "%s", br_loss_name(tc->loss.kind));
         meta_put(&ml, "focal_gamma", "%.9g", tc->loss.focal_gamma);
         meta_put(&ml, "ce_negatives", "%d", tc->loss.ce_negatives);
@@ -83,6 +89,7 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         meta_put(&ml, "best_score", "%.17g", st->best_score);
         meta_put(&ml, "bad_epochs", "%d", st->bad_epochs);
     }
+    if (ml.overflow) return br_errorf(err, "%s: more than %d metadata entries", path, META_MAX);
     /* The mask item's row is training state (only M-Mask copies read it):
      * weights-only checkpoints leave it out, so a model used for inference
      * has exactly the tensors of one trained without it. */
@@ -235,6 +242,11 @@ static int read_train_state(const br_st_file *f, br_model *m, br_train_config *t
     const char *mix_pad = br_st_meta_get(f, "basrec_mix_pad");
     if (mix_pad && br_mix_pad_parse(mix_pad, &b->mix_pad) < 0)
         return br_errorf(err, "%s: checkpoint metadata 'basrec_mix_pad' is malformed", f->path);
+    /* Absent from checkpoints written before the option: they weighted per sequence. */
+    const char *weight_form = br_st_meta_get(f, "basrec_weight_form");
+    b->weight_form = BR_WEIGHT_SEQUENCE;
+    if (weight_form && br_weight_form_parse(weight_form, &b->weight_form) < 0)
+        return br_errorf(err, "%s: checkpoint metadata 'basrec_weight_form' is malformed", f->path);
     /* Absent from checkpoints written before sampled-ce, which they did not use. */
     const char *sampler = br_st_meta_get(f, "ce_sampler");
     if (br_st_meta_get(f, "ce_negatives") && meta_i32(f, "ce_negatives", 1, &tc->loss.ce_negatives, err) < 0)
