@@ -316,6 +316,53 @@ static void test_metrics_empty(void **state) {
 
 /* ---- Randomized comparison with the naive reference ------------------------------ */
 
+#define assert_near(a, b) assert_true(fabs((a) - (b)) < 1e-12)
+
+/* The reference code's protocol by hand (dim 1, so scores are the item
+ * values): seen items score 0 instead of leaving, the padding row 0 is
+ * ranked, and a repeated answer ties with the other seen items, its metrics
+ * averaged over the tied places. Item blocks of 4096 are crossed too. */
+static void test_zero_scored_hand(void **state) {
+    (void)state;
+    const float items[7] = {0.05f, 3.0f, 2.0f, 1.0f, -1.0f, -2.0f, -3.0f}, users[3] = {1.0f, 1.0f, 1.0f};
+    const int32_t answer[3] = {3, 5, 2};
+    const int64_t off[4] = {0, 1, 3, 6};
+    const int32_t ex_items[6] = {1, 1, 2, 2, 4, 6};
+    const br_exclusions ex = {off, ex_items};
+    br_metrics m;
+    br_error err;
+    assert_int_equal(br_metrics_zero_scored(users, 3, items, 6, 1, answer, &ex, &m, &err), 0);
+    /* user 0: only item 2 above (item 1 is seen): rank 1. user 1: the padding
+     * row, the two zeroed seen items and items 3, 4 above: rank 5. user 2
+     * (repeat): score 0 below row 0 and items 1, 3, tied with seen 4 and 6:
+     * rank 3, 4 or 5. */
+    const double l = 1.0 / 3.0;
+    assert_near(m.hr[0], (1.0 + 0.0 + 2.0 * l) * l);
+    assert_near(m.ndcg[0], (1.0 / log2(3.0) + (1.0 / log2(5.0) + 1.0 / log2(6.0)) * l) * l);
+    assert_near(m.hr[1], 1.0);
+    assert_near(m.ndcg[1],
+                        (1.0 / log2(3.0) + 1.0 / log2(7.0) + (1.0 / log2(5.0) + 1.0 / log2(6.0) + 1.0 / log2(7.0)) * l) * l);
+    assert_near(m.mrr, (0.5 + 1.0 / 6.0 + (0.25 + 0.2 + 1.0 / 6.0) * l) * l);
+    assert_int_equal(m.n, 3);
+
+    /* Without exclusions and with distinct scores it is the plain rank, the
+     * padding row counted: against br_rank_answers over a catalogue of
+     * several item blocks. */
+    enum { N = 9000, U = 5 };
+    float *emb = malloc((N + 1) * sizeof(float));
+    assert_non_null(emb);
+    for (int32_t i = 0; i <= N; i++) emb[i] = (float)((i * 7919) % (N + 1)) - 4500.0f;
+    const float u5[U] = {1.0f, -1.0f, 0.5f, 2.0f, -0.25f};
+    const int32_t a5[U] = {1, 4500, 8999, 17, 9000};
+    int64_t rank[U];
+    assert_int_equal(br_rank_answers(u5, U, emb, N, 1, a5, NULL, rank, &err), 0);
+    assert_int_equal(br_metrics_zero_scored(u5, U, emb, N, 1, a5, NULL, &m, &err), 0);
+    double mrr = 0.0;
+    for (int u = 0; u < U; u++) mrr += 1.0 / ((double)rank[u] + 1.0 + (u5[u] * emb[0] > u5[u] * emb[a5[u]]));
+    assert_near(m.mrr, mrr / U);
+    free(emb);
+}
+
 static void test_rank_random_item_boundaries(void **state) {
     const int32_t n_items[] = {1, 2, ITEM_BLOCK - 1, ITEM_BLOCK, ITEM_BLOCK + 1, 2 * ITEM_BLOCK + 1};
     for (size_t i = 0; i < sizeof n_items / sizeof *n_items; i++) {
@@ -568,6 +615,7 @@ static void test_argument_errors(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rank_tiny_ties),
+        cmocka_unit_test(test_zero_scored_hand),
         cmocka_unit_test(test_rank_tiny_exclusions),
         cmocka_unit_test(test_rank_csr_with_base_offset),
         cmocka_unit_test(test_topk_tiny),

@@ -14,13 +14,14 @@
 #include "train/train.h"
 
 int cmd_eval(int argc, char **argv) {
-    const char *ckpt = NULL, *data = NULL, *split = "test";
+    const char *ckpt = NULL, *data = NULL, *split = "test", *seen = "remove";
     int32_t threads = 0;
     int help;
     opt_spec specs[] = {
         {"checkpoint", OPT_STR, &ckpt, "model checkpoint (.safetensors)", 0},
         {"data", OPT_STR, &data, "sequence file the model was trained on", 0},
         {"split", OPT_STR, &split, "valid or test", 0},
+        {"seen", OPT_STR, &seen, "the user's seen items: removed from the ranking (remove), or scored 0 with the padding row ranked, as the reference code does (zero)", 0},
         {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
         {NULL, 0, NULL, NULL, 0}};
     br_error err;
@@ -42,6 +43,11 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "basrec eval: --split must be valid or test, not '%s'\n", split);
         return 2;
     }
+    const int zero_scored = strcmp(seen, "zero") == 0;
+    if (!zero_scored && strcmp(seen, "remove") != 0) {
+        fprintf(stderr, "basrec eval: --seen must be remove or zero, not '%s'\n", seen);
+        return 2;
+    }
     cli_set_threads(threads);
     br_dataset ds;
     if (br_dataset_load(data, &ds, &err) < 0) return cli_fail("eval", &err);
@@ -49,12 +55,14 @@ int cmd_eval(int argc, char **argv) {
     br_metrics met;
     int rc = br_checkpoint_load(ckpt, &m, &ds, 1, NULL, NULL, &err);
     if (rc == 0) {
-        rc = br_evaluate(&m, &ds, sp, &met, &err);
+        rc = zero_scored ? br_evaluate_zero_scored(&m, &ds, sp, &met, &err)
+                         : br_evaluate(&m, &ds, sp, &met, &err);
         br_model_free(&m);
     }
     br_dataset_free(&ds);
     if (rc < 0) return cli_fail("eval", &err);
-    printf("{\"split\": \"%s\", \"users\": %lld, \"metrics\": ", split, (long long)met.n);
+    printf("{\"split\": \"%s\", \"seen\": \"%s\", \"users\": %lld, \"metrics\": ", split, seen,
+           (long long)met.n);
     br_metrics_write_json(stdout, &met);
     printf("}\n");
     return 0;

@@ -72,8 +72,10 @@ int br_split_exclusions(const br_dataset *ds, const int32_t *rows, int32_t n, br
     return 0;
 }
 
-int br_evaluate(br_model *m, const br_dataset *ds, br_split split, br_metrics *out,
-                br_error *err) {
+/* Encodes every user's split input and scores the answers under the
+ * protocol: seen items removed (zero_scored 0) or scored 0 (1). */
+static int evaluate_split(br_model *m, const br_dataset *ds, br_split split, int zero_scored,
+                          br_metrics *out, br_error *err) {
     if (split != BR_SPLIT_VALID && split != BR_SPLIT_TEST)
         return br_errorf(err, "evaluation needs the valid or test split");
     if (ds->n_items > m->cfg.n_items)
@@ -96,6 +98,13 @@ int br_evaluate(br_model *m, const br_dataset *ds, br_split split, br_metrics *o
     if (br_encode_users(m, ds, rows, n, split, repr, err) < 0) goto done;
     if (br_split_exclusions(ds, rows, n, split, &ex_off, &ex_items, err) < 0) goto done;
     br_exclusions ex = {ex_off, ex_items};
+    if (zero_scored) {
+        if (br_metrics_zero_scored(repr, n, br_model_items(m), m->cfg.n_items, D, answer, &ex, out,
+                                   err) < 0)
+            goto done;
+        rc = 0;
+        goto done;
+    }
     if (br_rank_answers(repr, n, br_model_items(m), m->cfg.n_items, D, answer, &ex, rank, err) < 0)
         goto done;
     /* Seen items are removed from the ranking, the answer included when it
@@ -116,6 +125,16 @@ done:
     free(ex_off);
     free(ex_items);
     return rc;
+}
+
+int br_evaluate(br_model *m, const br_dataset *ds, br_split split, br_metrics *out,
+                br_error *err) {
+    return evaluate_split(m, ds, split, 0, out, err);
+}
+
+int br_evaluate_zero_scored(br_model *m, const br_dataset *ds, br_split split, br_metrics *out,
+                            br_error *err) {
+    return evaluate_split(m, ds, split, 1, out, err);
 }
 
 void br_metrics_write_json(FILE *fp, const br_metrics *m) {

@@ -22,6 +22,12 @@ int br_encode_users(br_model *m, const br_dataset *ds, const int32_t *rows, int3
 int br_evaluate(br_model *m, const br_dataset *ds, br_split split, br_metrics *out,
                 br_error *err);
 
+/* The same metrics as the reference code computes them: the user's input
+ * items scored 0 instead of removed, the padding row ranked too
+ * (br_metrics_zero_scored). For comparison with published figures only. */
+int br_evaluate_zero_scored(br_model *m, const br_dataset *ds, br_split split, br_metrics *out,
+                            br_error *err);
+
 /* Builds exclusion lists: for each row, its split input items (whole prefix). */
 int br_split_exclusions(const br_dataset *ds, const int32_t *rows, int32_t n, br_split split,
                         int64_t **offsets, int32_t **items, br_error *err);

@@ -427,6 +427,99 @@ void br_metrics_from_ranks(const int64_t *rank, int64_t n, br_metrics *m) {
     m->n = n;
 }
 
+/* ---- br_metrics_zero_scored --------------------------------------------- */
+
+/* Adds to m the metrics of an answer with gt items above it and eq tied with
+ * it, averaged over its eq + 1 possible places (not yet divided by users). */
+static void add_tied_rank(br_metrics *m, int64_t gt, int64_t eq) {
+    const double places = (double)eq + 1.0;
+    for (int64_t r = gt; r <= gt + eq; r++) {
+        m->mrr += 1.0 / ((double)r + 1.0) / places;
+        for (int c = 0; c < BR_N_CUTOFFS; c++) {
+            if (r >= br_cutoffs[c]) continue;
+            m->hr[c] += 1.0 / places;
+            m->ndcg[c] += 1.0 / log2((double)r + 2.0) / places;
+        }
+    }
+}
+
+int br_metrics_zero_scored(const float *user_repr, int32_t n_users, const float *item_emb,
+                           int32_t n_items, int32_t dim, const int32_t *answer,
+                           const br_exclusions *excl, br_metrics *out, br_error *err) {
+    static const char fn[] = "br_metrics_zero_scored";
+    memset(out, 0, sizeof *out);
+    if (check_common(fn, user_repr, n_users, item_emb, n_items, dim, err) < 0) return -1;
+    if (n_users > 0 && !answer) return br_errorf(err, "%s: answer is NULL", fn);
+    for (int32_t u = 0; u < n_users; u++)
+        if (answer[u] < 1 || answer[u] > n_items)
+            return br_errorf(err, "%s: answer[%d] = %d is outside 1..%d", fn, u, answer[u], n_items);
+    if (n_users == 0) return 0;
+    sorted_excl ex; /* the answer stays in its user's list: a repeat scores 0 */
+    if (sort_exclusions(excl, n_users, n_items, NULL, &ex, err) < 0) return br_error_prefix(err, "%s", fn);
+    /* Item blocks start at item 0 here: the padding row is ranked too. */
+    const int32_t n_rows = n_items + 1, n_blocks = (n_rows - 1) / ITEM_BLOCK + 1;
+    const int32_t n_user_blocks = (n_users - 1) / USER_BLOCK + 1;
+    const int n_workers = n_workers_for(n_user_blocks);
+    const size_t tile_floats = (size_t)min_i32(USER_BLOCK, n_users) * min_i32(ITEM_BLOCK, n_rows);
+    float *tiles = br_xmalloc((size_t)n_workers * tile_floats * sizeof(float), err);
+    int64_t *gt = br_xcalloc((size_t)n_users, sizeof(int64_t), err);
+    int64_t *eq = br_xcalloc((size_t)n_users, sizeof(int64_t), err);
+    if (!tiles || !gt || !eq) {
+        free(tiles);
+        free(gt);
+        free(eq);
+        sorted_excl_free(&ex);
+        return br_error_prefix(err, "%s", fn);
+    }
+#pragma omp parallel for num_threads(n_workers) schedule(dynamic, 1)
+    for (int32_t ub = 0; ub < n_user_blocks; ub++) {
+        float *tile = tiles + (size_t)omp_get_thread_num() * tile_floats;
+        const int32_t u0 = ub * USER_BLOCK, rows = min_i32(USER_BLOCK, (int64_t)n_users - u0);
+        const float *users = user_repr + (size_t)u0 * dim;
+        float s_ans[USER_BLOCK];
+        int64_t ex_pos[USER_BLOCK];
+        for (int32_t r = 0; r < rows; r++) {
+            const int32_t u = u0 + r, a = answer[u];
+            const int32_t *row = ex.items + ex.off[u];
+            const int repeat = bsearch(&a, row, (size_t)(ex.off[u + 1] - ex.off[u]), sizeof(int32_t), cmp_i32) != NULL;
+            float s = 0.0f;
+            for (int32_t d = 0; d < dim && !repeat; d++) s += users[(size_t)r * dim + d] * item_emb[(size_t)a * dim + d];
+            s_ans[r] = s;
+            ex_pos[r] = ex.off[u];
+            if (isnan(s)) gt[u] = -1; /* a diverged model: a miss, not a perfect rank */
+        }
+        for (int32_t b = 0; b < n_blocks; b++) {
+            const int32_t first = b * ITEM_BLOCK, len = min_i32(ITEM_BLOCK, (int64_t)n_rows - first);
+            score_tile(users, rows, item_emb, first, len, dim, tile);
+            for (int32_t r = 0; r < rows; r++) {
+                const int32_t u = u0 + r;
+                if (gt[u] < 0) continue;
+                float *sc = tile + (size_t)r * len;
+                /* Excluded items score 0; the answer is not compared with itself. */
+                while (ex_pos[r] < ex.off[u + 1] && ex.items[ex_pos[r]] < first + len)
+                    sc[ex.items[ex_pos[r]++] - first] = 0.0f;
+                if (answer[u] >= first && answer[u] < first + len) sc[answer[u] - first] = NAN;
+                gt[u] += count_gt(sc, len, s_ans[r]);
+                int64_t e = 0;
+                for (int32_t j = 0; j < len; j++) e += sc[j] == s_ans[r];
+                eq[u] += e;
+            }
+        }
+    }
+    for (int32_t u = 0; u < n_users; u++) add_tied_rank(out, gt[u] < 0 ? n_rows : gt[u], gt[u] < 0 ? 0 : eq[u]);
+    for (int c = 0; c < BR_N_CUTOFFS; c++) {
+        out->hr[c] /= (double)n_users;
+        out->ndcg[c] /= (double)n_users;
+    }
+    out->mrr /= (double)n_users;
+    out->n = n_users;
+    free(tiles);
+    free(gt);
+    free(eq);
+    sorted_excl_free(&ex);
+    return 0;
+}
+
 /* ---- br_topk ------------------------------------------------------------- */
 
 /* Per-user heap of the k best items seen so far, stored in the caller's

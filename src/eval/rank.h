@@ -37,6 +37,18 @@ int br_rank_answers(const float *user_repr, int32_t n_users, const float *item_e
  * HR = [rank < K], NDCG = [rank < K] / log2(rank + 2). */
 void br_metrics_from_ranks(const int64_t *rank, int64_t n, br_metrics *m);
 
+/* The metrics as the reference code computes them (PROTOCOL.md's quirk):
+ * user i's excluded items are not removed but scored 0, and item 0 (the
+ * padding row of item_emb) is ranked too, over items 0..n_items. The
+ * answer's score is its own, or 0 when it is excluded (a repeat). Where the
+ * answer ties with other items (a repeat ties with every other excluded
+ * item), its rank is taken uniformly among the tied places, and the
+ * metrics are averaged over them, as an arbitrary tie order would give on
+ * average. */
+int br_metrics_zero_scored(const float *user_repr, int32_t n_users, const float *item_emb,
+                           int32_t n_items, int32_t dim, const int32_t *answer,
+                           const br_exclusions *excl, br_metrics *out, br_error *err);
+
 /* Top-k items per user (best first, ties by lower id), excluded items
  * removed (excl may be NULL). items_out and scores_out are n_users x k;
  * where fewer than k items remain the tail is item 0 with score -INFINITY. */
