@@ -73,6 +73,11 @@ if "$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" >"$T/
 else
     ko "eval"
 fi
+# The reference's scoring of seen items (0, not removed) runs and is reported as such.
+"$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" --seen zero >"$T/eval0.json" \
+    && grep -q '"seen": "zero"' "$T/eval0.json" && grep -q '"NDCG@10"' "$T/eval0.json" \
+    && ok "eval --seen zero" || ko "eval --seen zero"
+expect_fail "unknown --seen" "--seen must be" "$BIN" eval --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" --seen keep
 
 if "$BIN" recommend --checkpoint "$T/run/best.safetensors" --data "$T/data.txt" --users 1,2 --k 5 >"$T/rec.jsonl"; then
     [ "$(wc -l <"$T/rec.jsonl")" -eq 2 ] && grep -q '^{"user": 1, "items": \[[0-9]*, [0-9]*, [0-9]*, [0-9]*, [0-9]*\]' "$T/rec.jsonl" \
@@ -151,6 +156,7 @@ expect_fail "unknown user" "user 999999" "$BIN" recommend --checkpoint "$T/run/b
 expect_fail "resume without a run" "last.safetensors" "$BIN" train --data "$T/data.txt" --out "$T/empty" --resume
 expect_fail "unknown model" "unknown model" "$BIN" train --data "$T/data.txt" --out "$T/x" --model nope
 expect_fail "unknown sampler" "unknown --ce-sampler" "$BIN" train --data "$T/data.txt" --out "$T/x" --loss sampled-ce --ce-sampler zipf
+expect_fail "unknown weight form" "unknown --weight-form" "$BIN" train --data "$T/data.txt" --out "$T/x" --method basrec --weight-form mean
 expect_fail "no negatives" "ce-negatives" "$BIN" train --data "$T/data.txt" --out "$T/x" --loss sampled-ce --ce-negatives 0
 "$BIN" --help >/dev/null && "$BIN" train --help | grep -q -- "--hidden-size" && ok "help" || ko "help"
 
