@@ -122,6 +122,17 @@ RMH="--dataset beauty --method rm-hsaocl --seeds 1 --max-epochs 1 --data-dir $T/
     && ok "reproduce runs RM-HSAOCL variants on their loss's stage 1" \
     || ko "reproduce runs RM-HSAOCL variants on their loss's stage 1"
 
+# Under a preset, BASRec's stage 1 takes the plain recipe (SASRec: dropout
+# 0.5) and stage 2 the preset's dropout (0.1); an explicit --dropout sets both.
+dropout_of() { head -c 20000 "$1" | grep -a -o '"hidden_dropout_prob":"[0-9.]*"' | cut -d'"' -f4; }
+"$BIN" train $TRAIN --out "$T/pr" --preset beauty --method basrec --epochs 1 --stage1-epochs 1 >/dev/null \
+    && [ "$(dropout_of "$T/pr/stage1/best.safetensors")" = "0.5" ] \
+    && [ "$(dropout_of "$T/pr/best.safetensors")" = "0.100000001" ] \
+    && "$BIN" train $TRAIN --out "$T/pr2" --preset beauty --epochs 1 --dropout 0.3 >/dev/null \
+    && [ "$(dropout_of "$T/pr2/best.safetensors")" = "0.300000012" ] \
+    && ok "preset: plain recipe for stage 1, preset dropout for stage 2" \
+    || ko "preset: plain recipe for stage 1, preset dropout for stage 2"
+
 # GRU4Rec run over the padding: the option travels with the checkpoint.
 "$BIN" train $TRAIN --out "$T/grp" --model gru4rec --run-padding >"$T/grp.json" \
     && "$BIN" eval --checkpoint "$T/grp/best.safetensors" --data "$T/data.txt" >"$T/grp_eval.json" \

@@ -75,6 +75,12 @@ typedef struct cli_preset {
 const cli_preset *cli_find_preset(const char *name);
 /* The dropout a preset gives a backbone. */
 float cli_preset_dropout(const cli_preset *p, const char *model);
+/* A preset's recipe for plain training (plain runs and BASRec's stage 1)
+ * of model: SASRec with dropout 0.5, as the authors' own plain-SASRec runs
+ * use (docs/RESULTS.md), validated from the first epoch, at most 200
+ * epochs; the other backbones with the preset's dropout and schedule. */
+void cli_preset_plain(const cli_preset *p, const char *model, br_model_config *mc,
+                      br_train_config *tc);
 
 /* One training run into out_dir: resumed, started from a checkpoint's
  * weights (fresh optimizer; mc's dropout replaces the checkpoint's), or from

@@ -200,10 +200,16 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     tc.seed = seed;
     tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->epochs;
     tc.start_valid = softmax_stage1(rp) ? 0 : rp->preset->start_valid;
-    if (softmax_stage1(rp)) tc.loss.kind = rp->abl->loss;
     run_dir(rp, seed, 1, plain_dir, sizeof plain_dir);
     if (!rp->abl || !rp->abl->joint) {
-        if (ensure_run(rp->ds, rp->mc, &tc, plain_dir, NULL, rp->progress, err) < 0) return -1;
+        /* The plain run: the preset's plain recipe, or for a softmax loss
+         * that loss with the preset's dropout. */
+        br_model_config m1 = *rp->mc;
+        br_train_config t1 = tc;
+        if (softmax_stage1(rp)) t1.loss.kind = rp->abl->loss;
+        else cli_preset_plain(rp->preset, rp->model, &m1, &t1);
+        if (rp->max_epochs > 0) t1.epochs = rp->max_epochs;
+        if (ensure_run(rp->ds, &m1, &t1, plain_dir, NULL, rp->progress, err) < 0) return -1;
     }
     if (!rp->abl) return 0;
     run_dir(rp, seed, 0, dir, sizeof dir);

@@ -95,8 +95,9 @@ int cmd_train(int argc, char **argv) {
         fprintf(stderr, "basrec train: unknown method '%s' (plain, basrec)\n", method);
         return 2;
     }
+    const cli_preset *preset = NULL;
     if (preset_name) {
-        const cli_preset *p = cli_find_preset(preset_name);
+        const cli_preset *p = preset = cli_find_preset(preset_name);
         if (!p) {
             fprintf(stderr, "basrec train: unknown preset '%s' (beauty, sports, yelp, home)\n", preset_name);
             return 2;
@@ -164,6 +165,26 @@ int cmd_train(int argc, char **argv) {
     bc->nonlinear = !linear;
     cli_set_threads(threads);
 
+    /* Plain runs and stage 1 follow the preset's plain recipe where no
+     * option says otherwise (BCE; the softmax losses keep the preset's
+     * dropout, with which their results were measured); stage 2 keeps the
+     * preset's dropout. */
+    br_model_config mc1 = mc;
+    br_train_config t1 = tc;
+    t1.use_basrec = 0;
+    t1.epochs = basrec ? stage1_epochs : tc.epochs;
+    if (!preset_name) t1.start_valid = basrec ? 0 : tc.start_valid;
+    if (preset && !br_loss_is_softmax(tc.loss.kind)) {
+        br_model_config rm = mc;
+        br_train_config rt = tc;
+        cli_preset_plain(preset, model, &rm, &rt);
+        const int dropout_seen = dropout >= 0.0f || args_find(specs, "hidden-dropout-prob")->seen ||
+                                 args_find(specs, "attention-probs-dropout-prob")->seen;
+        if (!dropout_seen) mc1.hidden_dropout = rm.hidden_dropout, mc1.attn_dropout = rm.attn_dropout;
+        if (!args_find(specs, "start-valid")->seen) t1.start_valid = rt.start_valid;
+        if (!args_find(specs, basrec ? "stage1-epochs" : "epochs")->seen) t1.epochs = rt.epochs;
+    }
+
     char out_buf[4096], stage1_dir[4200], stage1_best[4300];
     if (!out) {
         const char *base = strrchr(data, '/');
@@ -187,13 +208,9 @@ int cmd_train(int argc, char **argv) {
         snprintf(stage1_dir, sizeof stage1_dir, "%s/stage1", out);
         snprintf(stage1_best, sizeof stage1_best, "%s/best.safetensors", stage1_dir);
         if (!cli_file_exists(stage1_dir, "result.json")) {
-            br_train_config t1 = tc;
-            t1.use_basrec = 0;
             /* Stage 1 trains the backbone alone with stage 2's main loss. */
-            t1.epochs = stage1_epochs;
-            if (!preset_name) t1.start_valid = 0;
             if (progress) fprintf(stderr, "stage 1: plain training into %s\n", stage1_dir);
-            rc = cli_run_stage(&ds, &mc, &t1, stage1_dir, NULL,
+            rc = cli_run_stage(&ds, &mc1, &t1, stage1_dir, NULL,
                            resume && cli_file_exists(stage1_dir, "last.safetensors"), log, progress, &res, &err);
         }
         init_from = stage1_best;
@@ -201,7 +218,10 @@ int cmd_train(int argc, char **argv) {
         if (progress && rc == 0) fprintf(stderr, "stage 2: BASRec training into %s\n", out);
     }
     tc.use_basrec = basrec;
-    if (rc == 0) rc = cli_run_stage(&ds, &mc, &tc, out, init_from, resume, log, progress, &res, &err);
+    const int plain = !basrec;
+    if (rc == 0)
+        rc = cli_run_stage(&ds, plain ? &mc1 : &mc, plain ? &t1 : &tc, out, init_from, resume, log,
+                           progress, &res, &err);
     if (log) fclose(log);
     br_dataset_free(&ds);
     if (rc < 0) return cli_fail("train", &err);

@@ -56,6 +56,17 @@ float cli_preset_dropout(const cli_preset *p, const char *model) {
     return p->dropout;
 }
 
+void cli_preset_plain(const cli_preset *p, const char *model, br_model_config *mc,
+                      br_train_config *tc) {
+    mc->hidden_dropout = mc->attn_dropout = cli_preset_dropout(p, model);
+    tc->epochs = p->epochs;
+    tc->start_valid = p->start_valid;
+    if (strcmp(model, "sasrec") != 0) return;
+    mc->hidden_dropout = mc->attn_dropout = 0.5f;
+    tc->epochs = 200;
+    tc->start_valid = 0;
+}
+
 int cli_run_stage(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
                   const char *out_dir, const char *init_from, int resume, FILE *log,
                   int progress, br_train_result *res, br_error *err) {
