@@ -99,10 +99,7 @@ static int evaluate_split(br_model *m, const br_dataset *ds, br_split split, int
     if (br_split_exclusions(ds, rows, n, split, &ex_off, &ex_items, err) < 0) goto done;
     br_exclusions ex = {ex_off, ex_items};
     if (zero_scored) {
-        if (br_metrics_zero_scored(repr, n, br_model_items(m), m->cfg.n_items, D, answer, &ex, out,
-                                   err) < 0)
-            goto done;
-        rc = 0;
+        rc = br_metrics_zero_scored(repr, n, br_model_items(m), m->cfg.n_items, D, answer, &ex, out, err);
         goto done;
     }
     if (br_rank_answers(repr, n, br_model_items(m), m->cfg.n_items, D, answer, &ex, rank, err) < 0)
