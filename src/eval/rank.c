@@ -407,18 +407,18 @@ int br_rank_answers(const float *user_repr, int32_t n_users, const float *item_e
 
 /* ---- br_metrics_from_ranks ---------------------------------------------- */
 
-void br_metrics_from_ranks(const int64_t *rank, int64_t n, br_metrics *m) {
-    memset(m, 0, sizeof *m);
-    if (n <= 0) return;
-    for (int64_t i = 0; i < n; i++) {
-        const int64_t r = rank[i];
-        m->mrr += 1.0 / ((double)r + 1.0);
-        for (int c = 0; c < BR_N_CUTOFFS; c++) {
-            if (r >= br_cutoffs[c]) continue;
-            m->hr[c] += 1.0;
-            m->ndcg[c] += 1.0 / log2((double)r + 2.0);
-        }
+/* Adds an answer at 0-based rank r to m's sums, counted with weight share. */
+static void add_rank(br_metrics *m, int64_t r, double share) {
+    m->mrr += share / ((double)r + 1.0);
+    for (int c = 0; c < BR_N_CUTOFFS; c++) {
+        if (r >= br_cutoffs[c]) continue;
+        m->hr[c] += share;
+        m->ndcg[c] += share / log2((double)r + 2.0);
     }
+}
+
+/* Turns m's sums over n users into means. */
+static void metrics_mean(br_metrics *m, int64_t n) {
     for (int c = 0; c < BR_N_CUTOFFS; c++) {
         m->hr[c] /= (double)n;
         m->ndcg[c] /= (double)n;
@@ -427,20 +427,19 @@ void br_metrics_from_ranks(const int64_t *rank, int64_t n, br_metrics *m) {
     m->n = n;
 }
 
+void br_metrics_from_ranks(const int64_t *rank, int64_t n, br_metrics *m) {
+    memset(m, 0, sizeof *m);
+    if (n <= 0) return;
+    for (int64_t i = 0; i < n; i++) add_rank(m, rank[i], 1.0);
+    metrics_mean(m, n);
+}
+
 /* ---- br_metrics_zero_scored --------------------------------------------- */
 
 /* Adds to m the metrics of an answer with gt items above it and eq tied with
- * it, averaged over its eq + 1 possible places (not yet divided by users). */
+ * it, averaged over its eq + 1 possible places. */
 static void add_tied_rank(br_metrics *m, int64_t gt, int64_t eq) {
-    const double places = (double)eq + 1.0;
-    for (int64_t r = gt; r <= gt + eq; r++) {
-        m->mrr += 1.0 / ((double)r + 1.0) / places;
-        for (int c = 0; c < BR_N_CUTOFFS; c++) {
-            if (r >= br_cutoffs[c]) continue;
-            m->hr[c] += 1.0 / places;
-            m->ndcg[c] += 1.0 / log2((double)r + 2.0) / places;
-        }
-    }
+    for (int64_t r = gt; r <= gt + eq; r++) add_rank(m, r, 1.0 / ((double)eq + 1.0));
 }
 
 int br_metrics_zero_scored(const float *user_repr, int32_t n_users, const float *item_emb,
@@ -496,23 +495,17 @@ int br_metrics_zero_scored(const float *user_repr, int32_t n_users, const float 
                 if (gt[u] < 0) continue;
                 float *sc = tile + (size_t)r * len;
                 /* Excluded items score 0; the answer is not compared with itself. */
-                while (ex_pos[r] < ex.off[u + 1] && ex.items[ex_pos[r]] < first + len)
-                    sc[ex.items[ex_pos[r]++] - first] = 0.0f;
+                const int64_t ex0 = take_excluded(&ex, u, &ex_pos[r], first + len);
+                for (int64_t p = ex0; p < ex_pos[r]; p++) sc[ex.items[p] - first] = 0.0f;
                 if (answer[u] >= first && answer[u] < first + len) sc[answer[u] - first] = NAN;
-                gt[u] += count_gt(sc, len, s_ans[r]);
-                int64_t e = 0;
-                for (int32_t j = 0; j < len; j++) e += sc[j] == s_ans[r];
-                eq[u] += e;
+                const int32_t above = count_gt(sc, len, s_ans[r]);
+                gt[u] += above;
+                eq[u] += count_ge(sc, len, s_ans[r]) - above;
             }
         }
     }
     for (int32_t u = 0; u < n_users; u++) add_tied_rank(out, gt[u] < 0 ? n_rows : gt[u], gt[u] < 0 ? 0 : eq[u]);
-    for (int c = 0; c < BR_N_CUTOFFS; c++) {
-        out->hr[c] /= (double)n_users;
-        out->ndcg[c] /= (double)n_users;
-    }
-    out->mrr /= (double)n_users;
-    out->n = n_users;
+    metrics_mean(out, n_users);
     free(tiles);
     free(gt);
     free(eq);
