@@ -154,6 +154,8 @@ expect_fail "non-numeric token" "bad.txt:2" "$BIN" train --data "$T/bad.txt" --o
 printf '1 2 3 4\n2 5 6 7\n3 7 8 9\n4 9\n' >"$T/short.txt"
 expect_fail "too-short user" "short.txt:4" "$BIN" train --data "$T/short.txt" --out "$T/x"
 expect_fail "run-padding on sasrec" "option of gru4rec" "$BIN" train --data "$T/data.txt" --out "$T/x" --run-padding
+expect_fail "mix padding encode on gru4rec" "encodes padded slots" "$BIN" train --data "$T/data.txt" --out "$T/x" \
+    --model gru4rec --method basrec --mix-pad encode --epochs 1
 expect_fail "unknown option" "unknown option" "$BIN" train --data "$T/data.txt" --bogus 1
 expect_fail "bad number" "not a number" "$BIN" train --data "$T/data.txt" --lr abc
 expect_fail "missing checkpoint" "$T/none.safetensors" "$BIN" eval --checkpoint "$T/none.safetensors" --data "$T/data.txt"

@@ -82,7 +82,7 @@ static inline void fx_ragged_free(fx_ragged *r) {
 }
 
 static inline br_tokens fx_ragged_tokens(const fx_ragged *r) {
-    return (br_tokens){r->n_seq, r->n_tok, r->seq_off, r->pos};
+    return (br_tokens){r->n_seq, r->n_tok, r->seq_off, r->pos, NULL};
 }
 
 /* The real tokens (item > 0) of a left-padded B x L batch, sequences taken

@@ -158,13 +158,16 @@ static double check_indices(step_ctx *c, const char *name, float *x, const float
     return worst;
 }
 
-/* Moves all n entries of x by +-EPS_DIR * N(0, 1) at once and compares
- * f(+) - f(-) with grad dotted with the stored step. */
-static double check_direction(step_ctx *c, float *x, const float *grad, long n, br_rng *r) {
+/* Moves all n entries of x but the n_fixed from fixed on by +-EPS_DIR *
+ * N(0, 1) at once and compares f(+) - f(-) with grad dotted with the
+ * stored step. */
+static double check_direction(step_ctx *c, float *x, const float *grad, long n, long fixed,
+                              long n_fixed, br_rng *r) {
     float *orig = malloc((size_t)n * sizeof *orig), *dir = malloc((size_t)n * sizeof *dir);
     assert_true(orig && dir);
     memcpy(orig, x, (size_t)n * sizeof *x);
     fill_normal(dir, n, 0.0f, EPS_DIR, r);
+    for (long i = fixed; i < fixed + n_fixed; i++) dir[i] = 0.0f;
     for (long i = 0; i < n; i++) x[i] = orig[i] + dir[i];
     const double fp = step_obj(c);
     double an = 0.0;
@@ -206,7 +209,8 @@ static void check_basrec_grad_loss(const char *label, const br_basrec_config *cf
     assert_true(step_obj(&c) == loss);
 
     /* Nothing reads the padding row (a missing partner slot is a zero
-     * vector, not row 0), so nothing may write its gradient. */
+     * vector, not row 0), or under mix padding encode it is read but, as
+     * the reference's padding_idx, never trained: its gradient stays 0. */
     const float *g_pad = grad + p->list[f.m.item_emb].offset;
     for (int d = 0; d < DIM; d++) assert_true(g_pad[d] == 0.0f);
     /* Every M-Mask copy masks at least one item: its row gets gradient. */
@@ -233,7 +237,10 @@ static void check_basrec_grad_loss(const char *label, const br_basrec_config *cf
                           : k % 4 == 2 ? f.b.neg[t] : sub > 0 ? sub : f.b.item[t];
         item_idx[k] = (long)row * DIM + (long)br_rng_below(&r, DIM);
     }
-    item_idx[N_ITEM_IDX - 1] = (long)br_rng_below(&r, DIM);
+    /* The padding row's derivative is 0 where nothing reads it; under mix
+     * padding encode it is deliberately dropped, so it is not checked. */
+    item_idx[N_ITEM_IDX - 1] = (long)br_rng_below(&r, DIM) +
+                               (cfg->mix_pad == BR_MIX_PAD_ENCODE ? (long)f.b.target[0] * DIM : 0);
     br_item_sim_free(&sim);
 
     double worst = 0.0;
@@ -254,7 +261,10 @@ static void check_basrec_grad_loss(const char *label, const br_basrec_config *cf
         }
         if (e > worst) worst = e, worst_name = pi->name;
     }
-    const double e_dir = check_direction(&c, p->data, grad, (long)p->total, &r);
+    /* Under mix padding encode the padding row is held fixed (see above). */
+    const long pad_row = (long)p->list[f.m.item_emb].offset;
+    const double e_dir = check_direction(&c, p->data, grad, (long)p->total, pad_row,
+                                         cfg->mix_pad == BR_MIX_PAD_ENCODE ? DIM : 0, &r);
     print_message("%-22s loss %.4f | worst entry %.1e (%s) | direction %.1e\n", label, loss, worst,
                   worst_name, e_dir);
 
@@ -373,6 +383,8 @@ static void test_operator_names(void **state) {
     assert_int_equal(br_mix_pad_parse("last", &mp), 0);
     assert_int_equal(mp, BR_MIX_PAD_LAST);
     assert_string_equal(br_mix_pad_name(BR_MIX_PAD_ZERO), "zero");
+    assert_int_equal(br_mix_pad_parse("encode", &mp), 0);
+    assert_int_equal(mp, BR_MIX_PAD_ENCODE);
     assert_int_equal(br_mix_pad_parse("first", &mp), -1);
     /* BASRec's configuration is the default. */
     br_basrec_config cfg;
@@ -777,6 +789,24 @@ static void test_invisible_augmentation(void **state) {
     fixture_free(&f);
 }
 
+/* Mix padding "encode": the plain pass also encodes the padded slots and
+ * the partner's outputs there are mixed in, so gradient flows through
+ * padded queries (attending to all slots) into every encoder weight. */
+static void test_grad_mix_pad_encode(void **state) {
+    br_basrec_config cfg;
+    br_basrec_config_defaults(&cfg);
+    cfg.mix_pad = BR_MIX_PAD_ENCODE;
+    check_basrec_grad("mix pad encode", &cfg);
+    cfg.single_seq = 0;
+    cfg.nonlinear = 0;
+    check_basrec_grad("mix pad encode, linear", &cfg);
+    cfg.nonlinear = 1;
+    br_loss_config lc;
+    br_loss_config_defaults(&lc);
+    lc.kind = BR_LOSS_CE;
+    check_basrec_grad_loss("mix pad encode, ce", &cfg, &lc);
+}
+
 /* Cross-sequence mixes of identical sequences (one row three times, no
  * dropout) mix each output and target with an equal one, whatever the
  * permutation and weights, so each of the 2 * n_whole_level mixes repeats
@@ -812,6 +842,15 @@ static void test_mix_pad_effect(void **state) {
     assert_true(last.loss_main == zero.loss_main && last.loss_ssa == zero.loss_ssa);
     if (!(fabs(last.loss_csa - zero.loss_csa) > 1e-4 * zero.loss_csa))
         fail_msg("loss_csa %.9g with last, %.9g with zero", last.loss_csa, zero.loss_csa);
+    /* encode: the real tokens' outputs are the ragged ones (up to rounding:
+     * the stacked batch is laid out differently); only the mixes change. */
+    cfg.mix_pad = BR_MIX_PAD_ENCODE;
+    const br_basrec_stats enc = run_step(&f, &cfg);
+    assert_rel_close(enc.loss_main, zero.loss_main, 1e-6);
+    assert_rel_close(enc.loss_ssa, zero.loss_ssa, 1e-6);
+    if (!(fabs(enc.loss_csa - zero.loss_csa) > 1e-4 * zero.loss_csa))
+        fail_msg("loss_csa %.9g with encode, %.9g with zero", enc.loss_csa, zero.loss_csa);
+    assert_true(enc.tokens == zero.tokens + (double)(f.b.n_seq * MAX_LEN - f.b.n_tok));
     fixture_free(&f);
 }
 
@@ -872,6 +911,7 @@ int main(void) {
         cmocka_unit_test(test_grad_crop_mask),
         cmocka_unit_test(test_grad_softmax_losses),
         cmocka_unit_test(test_grad_mix_pad_last),
+        cmocka_unit_test(test_grad_mix_pad_encode),
         cmocka_unit_test(test_mix_pad_effect),
         cmocka_unit_test(test_crop_layout),
         cmocka_unit_test(test_operator_names),

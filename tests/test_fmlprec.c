@@ -229,7 +229,7 @@ typedef struct model_ctx {
 
 /* The training loss as the trainer computes it, dropout on. */
 static double model_obj(model_ctx *c) {
-    const br_tokens tok = {c->b->n_seq, c->b->n_tok, c->b->seq_off, c->b->pos};
+    const br_tokens tok = {c->b->n_seq, c->b->n_tok, c->b->seq_off, c->b->pos, NULL};
     br_model_gather(c->m, c->b->item, c->b->n_tok, c->x);
     c->m->backbone->vt->forward(c->m->backbone, &c->m->params, &tok, c->x, c->h, 1, c->key);
     return br_bce_loss(c->h, c->b->target, c->b->neg, NULL, c->b->n_tok, c->m->cfg.dim,
@@ -283,7 +283,7 @@ static void test_finite_differences(void **state) {
     model_ctx c = {&m, &b, malloc(td), malloc(td), malloc(td), calloc((size_t)ED, sizeof(float)), 0x5eed};
     float *dh = malloc(td), *dx = malloc(td);
     assert_true(c.x && c.h && c.dh && c.dE && dh && dx);
-    const br_tokens tok = {b.n_seq, b.n_tok, b.seq_off, b.pos};
+    const br_tokens tok = {b.n_seq, b.n_tok, b.seq_off, b.pos, NULL};
     br_params_zero_grad(&m.params);
     br_model_gather(&m, b.item, b.n_tok, c.x);
     m.backbone->vt->forward(m.backbone, &m.params, &tok, c.x, c.h, 1, c.key);
@@ -378,7 +378,7 @@ static void test_deterministic_and_timing(void **state) {
     float *g1 = malloc(m.params.total * sizeof(float));
     assert_true(x && h && h1 && dh && dx && g1);
     for (long i = 0; i < TD; i++) dh[i] = (float)br_rng_normal(&r);
-    const br_tokens tok = {b.n_seq, b.n_tok, b.seq_off, b.pos};
+    const br_tokens tok = {b.n_seq, b.n_tok, b.seq_off, b.pos, NULL};
     br_backbone *bb = m.backbone;
     double t_best = 1e30;
     for (int rep = 0; rep < 3; rep++) {

@@ -344,6 +344,7 @@ static void test_dropout(void **state) {
 typedef struct att_ctx {
     float *qkv, *ctx, *probs, *R;
     int32_t seq_off[ATT_NSEQ + 1];
+    const int32_t *n_pad;
     int64_t att_off[ATT_NSEQ + 1];
     int T, D, H;
     float p;
@@ -352,19 +353,19 @@ typedef struct att_ctx {
 
 static double att_obj(void *p) {
     att_ctx *c = p;
-    br_attention_forward(c->ctx, c->probs, c->qkv, c->seq_off, c->att_off, ATT_NSEQ, c->D, c->H,
-                         c->p, c->key);
+    br_attention_forward(c->ctx, c->probs, c->qkv, c->seq_off, c->n_pad, c->att_off, ATT_NSEQ, c->D,
+                         c->H, c->p, c->key);
     return dot_d(c->ctx, c->R, (long)c->T * c->D);
 }
 
-/* Runs the attention checks at dropout p; returns the context output (caller
- * frees) and its size in *n. */
-static float *check_attention(float p, const char *label, long *n) {
+/* Runs the attention checks at dropout p, with leading padding rows n_pad
+ * (NULL: none); returns the context output (caller frees) and its size in *n. */
+static float *check_attention(float p, const int32_t *n_pad, const char *label, long *n) {
     br_rng r;
     br_rng_seed(&r, 15, 0);
     /* Lengths 1, 2, 5, 7 in a shuffled order: nothing may assume sorting. */
     const int lens[ATT_NSEQ] = {5, 1, 7, 2};
-    att_ctx c = {.D = 8, .H = 2, .p = p, .key = 0xa77e};
+    att_ctx c = {.n_pad = n_pad, .D = 8, .H = 2, .p = p, .key = 0xa77e};
     int max_n = 0;
     c.seq_off[0] = 0;
     for (int s = 0; s < ATT_NSEQ; s++) {
@@ -381,20 +382,24 @@ static float *check_attention(float p, const char *label, long *n) {
     float *dqkv = alloc_f(T3D), *scratch = alloc_f((long)omp_get_max_threads() * max_n);
     fill_normal(dqkv, T3D, 0, 100, &r);
     att_obj(&c);
-    br_attention_backward(dqkv, c.R, c.probs, c.qkv, c.seq_off, c.att_off, ATT_NSEQ, c.D, c.H, c.p,
-                          c.key, scratch, omp_get_max_threads());
+    br_attention_backward(dqkv, c.R, c.probs, c.qkv, c.seq_off, c.n_pad, c.att_off, ATT_NSEQ, c.D, c.H,
+                          c.p, c.key, scratch, omp_get_max_threads());
     const fd_var vars[] = {{"qkv", c.qkv, dqkv, T3D}};
     check_all(label, att_obj, &c, vars, 1, (int)T3D, &layer_opts, &r);
 
-    /* Saved probabilities are the pre-dropout softmax: causal rows summing to 1. */
+    /* Saved probabilities are the pre-dropout softmax, rows summing to 1:
+     * causal over the real rows for a real row, over the whole sequence (no
+     * zero) for a padding row. */
     att_obj(&c);
     for (int s = 0; s < ATT_NSEQ; s++)
         for (int h = 0; h < c.H; h++)
             for (int i = 0; i < lens[s]; i++) {
                 const float *row = c.probs + c.att_off[s] + ((int64_t)h * lens[s] + i) * lens[s];
+                const int lead = n_pad ? n_pad[s] : 0;
                 double sum = 0.0;
                 for (int j = 0; j < lens[s]; j++) {
-                    if (j > i) assert_true(row[j] == 0.0f);
+                    const int masked = i >= lead && (j > i || j < lead);
+                    assert_true(masked ? row[j] == 0.0f : row[j] > 0.0f);
                     sum += row[j];
                 }
                 assert_true(fabs(sum - 1.0) < 1e-5);
@@ -407,11 +412,25 @@ static float *check_attention(float p, const char *label, long *n) {
 
 static void test_attention(void **state) {
     long n;
-    float *ctx0 = check_attention(0.0f, "attention p=0", &n);
-    float *ctx1 = check_attention(0.2f, "attention p=0.2", &n);
+    float *ctx0 = check_attention(0.0f, NULL, "attention p=0", &n);
+    float *ctx1 = check_attention(0.2f, NULL, "attention p=0.2", &n);
     /* Dropout must actually change the output, or the p=0.2 check proves nothing. */
     assert_memory_not_equal(ctx0, ctx1, (size_t)n * sizeof(float));
     free(ctx0), free(ctx1);
+}
+
+/* Leading padding rows (the reference's padded slots) with and without
+ * dropout; a zero count everywhere is the plain ragged attention. */
+static void test_attention_padded(void **state) {
+    const int32_t lead[ATT_NSEQ] = {2, 0, 3, 1}, none[ATT_NSEQ] = {0, 0, 0, 0};
+    long n;
+    float *ctx0 = check_attention(0.0f, lead, "attention padded p=0", &n);
+    free(check_attention(0.2f, lead, "attention padded p=0.2", &n));
+    float *ctx_none = check_attention(0.0f, none, "attention no padding", &n);
+    float *ctx_null = check_attention(0.0f, NULL, "attention", &n);
+    assert_memory_equal(ctx_none, ctx_null, (size_t)n * sizeof(float));
+    assert_memory_not_equal(ctx0, ctx_null, (size_t)n * sizeof(float));
+    free(ctx0), free(ctx_none), free(ctx_null);
 }
 
 /* ---- BCE loss ---- */
@@ -592,6 +611,7 @@ int main(void) {
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_padded),
         cmocka_unit_test(test_bce),
         cmocka_unit_test(test_model),
     };

@@ -176,9 +176,70 @@ static void test_encode_last_matches_reference(void **state) {
     br_st_free(&fx.f);
 }
 
+/* Every slot of the padded batch, padding included, encoded with the
+ * padded slots marked (br_tokens.n_pad): the outputs at all B x L slots
+ * equal the reference's, whose padded queries have every key masked; and
+ * the loss and gradients, which only real slots reach, stay the reference's. */
+static void test_padded_slots_match_reference(void **state) {
+    fixture fx;
+    fixture_load(&fx);
+    const int B = fx.B, L = fx.L, D = fx.D, T = B * L;
+    br_model m;
+    br_error err;
+    fx_model_load(&m, &fx.cfg, &fx.f, "");
+    if (br_model_reserve(&m, T, B, &err) != 0) fail_msg("%s", err.msg);
+    int32_t *seq_off = malloc((size_t)(B + 1) * sizeof(int32_t)), *n_pad = malloc((size_t)B * sizeof(int32_t));
+    int32_t *pos = malloc((size_t)T * sizeof(int32_t)), *item = malloc((size_t)T * sizeof(int32_t));
+    int32_t *target = malloc((size_t)T * sizeof(int32_t)), *neg = malloc((size_t)T * sizeof(int32_t));
+    int32_t *slot = malloc((size_t)T * sizeof(int32_t));
+    float *x = malloc((size_t)T * D * sizeof(float)), *h = malloc((size_t)T * D * sizeof(float));
+    float *dh = malloc((size_t)T * D * sizeof(float));
+    assert_true(seq_off && n_pad && pos && item && target && neg && slot && x && h && dh);
+    int padded_rows = 0;
+    for (int b = 0; b < B; b++) {
+        seq_off[b] = b * L;
+        n_pad[b] = 0;
+        while (n_pad[b] < L && fx.input_ids[(size_t)b * L + n_pad[b]] == 0) n_pad[b]++;
+        padded_rows += n_pad[b] > 0;
+        for (int j = 0; j < L; j++) {
+            const int k = b * L + j;
+            /* Left padding: zeros first, then items only. */
+            assert_true(j < n_pad[b] ? fx.input_ids[k] == 0 : fx.input_ids[k] > 0);
+            pos[k] = j;
+            item[k] = (int32_t)fx.input_ids[k];
+            target[k] = (int32_t)fx.target_pos[k];
+            neg[k] = (int32_t)fx.target_neg[k];
+            slot[k] = k;
+        }
+    }
+    seq_off[B] = T;
+    assert_true(padded_rows > 0);
+    const br_tokens tok = {B, T, seq_off, pos, n_pad};
+    br_backbone *bb = m.backbone;
+    assert_true(bb->vt->encodes_padding);
+    br_model_gather(&m, item, T, x);
+    bb->vt->forward(bb, &m.params, &tok, x, h, 1, 7);
+    fx_check_rows("all slots: ", h, fx.sequence_output, slot, T, D, RTOL, 1);
+
+    const double loss = br_bce_loss(h, target, neg, NULL, T, D, br_model_items(&m),
+                                    br_pgrad(&m.params, m.item_emb), dh, 1.0f);
+    fx_check_loss("all slots: ", loss, fx.loss, RTOL, 1);
+    bb->vt->backward(bb, &m.params, &tok, dh, x);
+    br_model_scatter_grad(&m, item, T, x);
+    /* The padding row is read, but the reference (padding_idx) never trains it. */
+    memset(br_pgrad(&m.params, m.item_emb), 0, (size_t)D * sizeof(float));
+    fx_check_grads(&m, &fx.f, 56, grad_min_scale, &fx, RTOL, 0);
+
+    free(seq_off), free(n_pad), free(pos), free(item), free(target), free(neg), free(slot);
+    free(x), free(h), free(dh);
+    br_model_free(&m);
+    br_st_free(&fx.f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_encode_last_matches_reference),
+        cmocka_unit_test(test_padded_slots_match_reference),
         cmocka_unit_test(test_forward_backward_match_reference),
         cmocka_unit_test(test_sequence_order_does_not_matter),
     };

@@ -198,7 +198,7 @@ static const float *encode(const br_model *m, workspace *w, const int32_t *histo
         memcpy(w->x + (size_t)t * D, E + (size_t)items[t] * D, (size_t)D * sizeof(float));
     }
     const int32_t seq_off[2] = {0, T};
-    const br_tokens tok = {1, T, seq_off, w->pos};
+    const br_tokens tok = {1, T, seq_off, w->pos, NULL};
     br_backbone_encode_last(w->bb, &m->params, &tok, w->x, w->h, w->h);
     return w->h;
 }

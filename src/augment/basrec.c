@@ -81,12 +81,12 @@ int br_crop_align_parse(const char *name, br_crop_align *a) {
     return 0;
 }
 
-static const char *const mix_pad_names[2] = {"zero", "last"};
+static const char *const mix_pad_names[3] = {"zero", "last", "encode"};
 
 const char *br_mix_pad_name(br_mix_pad k) { return mix_pad_names[k]; }
 
 int br_mix_pad_parse(const char *name, br_mix_pad *k) {
-    const int i = br_name_index(mix_pad_names, 2, name);
+    const int i = br_name_index(mix_pad_names, 3, name);
     if (i < 0) return -1;
     *k = (br_mix_pad)i;
     return 0;
@@ -117,10 +117,14 @@ struct br_basrec {
     int32_t n_ops;
     unsigned ops[4];           /* the chosen operators, in draw order */
     int32_t max_seq, max_tok;  /* of the plain batch */
+    int encode_pad;            /* mix padding encode: block 0 holds padded slots too */
     /* The stacked batch: block 0 holds the plain tokens, block k the k-th
      * copy of every sequence. A copy has its own length (M-Crop shortens
-     * it), so every token carries its own position, labels and weights. */
+     * it), so every token carries its own position, labels and weights.
+     * Under mix padding encode, block 0 holds every sequence at max_len
+     * tokens, its padded slots first (item, target and negative 0). */
     int32_t *blk_off;          /* [K + 2]: first token of each block */
+    int32_t *n_pad;            /* [S]: leading padded slots of each stacked sequence */
     int32_t *seq_off, *pos, *item, *item_aug;
     int32_t *target, *neg;     /* the loss's labels (last-ce: last tokens only) */
     float *tok_lam;            /* weight of item; item_aug gets 1 - it (item_aug 0: none) */
@@ -142,6 +146,7 @@ void br_basrec_free(br_basrec *bs) {
     br_xent_free(bs->xent);
     free(bs->blk_off);
     free(bs->seq_off);
+    free(bs->n_pad);
     free(bs->pos);
     free(bs->item);
     free(bs->item_aug);
@@ -178,12 +183,18 @@ br_basrec *br_basrec_create(const br_basrec_config *cfg, const br_loss_config *l
     }
     if (cfg->operators == 0 || (cfg->operators & ~(unsigned)BR_OP_ALL) ||
         (cfg->crop_align != BR_CROP_SUFFIX && cfg->crop_align != BR_CROP_PAD) ||
-        (cfg->mix_pad != BR_MIX_PAD_ZERO && cfg->mix_pad != BR_MIX_PAD_LAST)) {
+        (cfg->mix_pad != BR_MIX_PAD_ZERO && cfg->mix_pad != BR_MIX_PAD_LAST &&
+         cfg->mix_pad != BR_MIX_PAD_ENCODE)) {
         br_errorf(err, "basrec: need a non-empty set of operators, a known crop alignment and mix padding");
         return NULL;
     }
     if (m->cfg.dim > MIX_MAX_DIM) {
         br_errorf(err, "basrec: hidden size %d above the supported %d", m->cfg.dim, MIX_MAX_DIM);
+        return NULL;
+    }
+    if (cfg->mix_pad == BR_MIX_PAD_ENCODE && !m->backbone->vt->encodes_padding) {
+        br_errorf(err, "basrec: mix padding 'encode' needs a backbone that encodes padded slots (sasrec), not %s",
+                  m->cfg.model);
         return NULL;
     }
     if ((cfg->operators & BR_OP_MASK) && m->mask_emb <= 0) {
@@ -202,14 +213,19 @@ br_basrec *br_basrec_create(const br_basrec_config *cfg, const br_loss_config *l
         if (cfg->operators & (1u << i)) bs->ops[bs->n_ops++] = 1u << i;
     bs->max_seq = max_seq;
     bs->max_tok = max_tok;
-    const size_t S = (size_t)max_seq * (1 + bs->n_copies), T = (size_t)max_tok * (1 + bs->n_copies);
+    bs->encode_pad = cfg->mix_pad == BR_MIX_PAD_ENCODE;
+    /* Block 0's tokens: the plain ones, or every slot of every sequence. */
+    size_t T0 = (size_t)max_tok;
+    if (bs->encode_pad && T0 < (size_t)max_seq * (size_t)m->cfg.max_len) T0 = (size_t)max_seq * (size_t)m->cfg.max_len;
+    const size_t S = (size_t)max_seq * (1 + bs->n_copies), T = T0 + (size_t)max_tok * bs->n_copies;
     const size_t D = (size_t)m->cfg.dim, C = (size_t)max_seq * bs->n_copies;
-    const size_t mix = (size_t)max_tok > (size_t)max_seq * D ? (size_t)max_tok : (size_t)max_seq * D;
+    const size_t mix = T0 > (size_t)max_seq * D ? T0 : (size_t)max_seq * D;
     const int softmax = br_loss_is_softmax(bs->loss.kind);
     /* Softmax buffers are only needed by softmax losses: 1 element otherwise. */
-    const size_t sm = softmax ? (size_t)max_tok : 1;
+    const size_t sm = softmax ? T0 : 1;
     bs->blk_off = br_xmalloc(((size_t)bs->n_copies + 2) * sizeof(int32_t), err);
     bs->seq_off = br_xmalloc((S + 1) * sizeof(int32_t), err);
+    bs->n_pad = br_xcalloc(S, sizeof(int32_t), err);
     bs->pos = br_xmalloc(T * sizeof(int32_t), err);
     bs->item = br_xmalloc(T * sizeof(int32_t), err);
     bs->item_aug = br_xmalloc(T * sizeof(int32_t), err);
@@ -234,7 +250,7 @@ br_basrec *br_basrec_create(const br_basrec_config *cfg, const br_loss_config *l
     bs->dhm = br_xmalloc(sm * D * sizeof(float), err);
     bs->mix_lab = br_xmalloc(sm * sizeof(float), err);
     bs->target2 = br_xmalloc(sm * sizeof(int32_t), err);
-    if (!bs->blk_off || !bs->seq_off || !bs->pos || !bs->item || !bs->item_aug || !bs->target ||
+    if (!bs->blk_off || !bs->seq_off || !bs->n_pad || !bs->pos || !bs->item || !bs->item_aug || !bs->target ||
         !bs->neg || !bs->tok_lam || !bs->tok_weight || !bs->copy_lam || !bs->copy_rate ||
         !bs->copy_weight || !bs->copy_op || !bs->copy_len || !bs->copy_start || !bs->copy_c ||
         !bs->raw || !bs->x || !bs->h || !bs->dh || !bs->perm || !bs->mix_w || !bs->hm ||
@@ -303,12 +319,23 @@ static void fill_copy(br_basrec *bs, const br_batch *plain, int32_t k, int32_t s
 /* Lays out the stacked batch: plain tokens, then the copies with their
  * operators applied, mixing weights and adaptive loss weights. */
 static void build_stacked(br_basrec *bs, const br_batch *plain, uint64_t key) {
-    const int32_t B = plain->n_seq, T0 = plain->n_tok, K = bs->n_copies;
-    memcpy(bs->seq_off, plain->seq_off, (size_t)B * sizeof(int32_t));
-    memcpy(bs->pos, plain->pos, (size_t)T0 * sizeof(int32_t));
-    memcpy(bs->item, plain->item, (size_t)T0 * sizeof(int32_t));
-    memcpy(bs->target, plain->target, (size_t)T0 * sizeof(int32_t));
-    memcpy(bs->neg, plain->neg, (size_t)T0 * sizeof(int32_t));
+    const int32_t B = plain->n_seq, K = bs->n_copies, L = bs->m->cfg.max_len;
+    int32_t T0 = 0;
+    for (int32_t s = 0; s < B; s++) {
+        const int32_t o = plain->seq_off[s], n = plain->seq_off[s + 1] - o;
+        const int32_t lead = bs->encode_pad ? L - n : 0;
+        bs->seq_off[s] = T0;
+        bs->n_pad[s] = lead;
+        for (int32_t i = 0; i < lead; i++, T0++) {
+            bs->pos[T0] = i;
+            bs->item[T0] = bs->target[T0] = bs->neg[T0] = 0;
+        }
+        memcpy(bs->pos + T0, plain->pos + o, (size_t)n * sizeof(int32_t));
+        memcpy(bs->item + T0, plain->item + o, (size_t)n * sizeof(int32_t));
+        memcpy(bs->target + T0, plain->target + o, (size_t)n * sizeof(int32_t));
+        memcpy(bs->neg + T0, plain->neg + o, (size_t)n * sizeof(int32_t));
+        T0 += n;
+    }
     memset(bs->item_aug, 0, (size_t)T0 * sizeof(int32_t));
     for (int32_t t = 0; t < T0; t++) bs->tok_lam[t] = 1.0f;
 
@@ -375,7 +402,7 @@ static void draw_mix(br_basrec *bs, const br_batch *plain, mix_kind kind, uint64
         br_rng rs;
         br_rng_seed(&rs, key, 1 + (uint64_t)s);
         if (kind == MIX_ITEM)
-            for (int32_t t = plain->seq_off[s]; t < plain->seq_off[s + 1]; t++)
+            for (int32_t t = bs->seq_off[s] + bs->n_pad[s]; t < bs->seq_off[s + 1]; t++)
                 bs->mix_w[t] = (float)br_rng_beta(&rs, a, a);
         else if (kind == MIX_FEATURE)
             for (int32_t d = 0; d < D; d++) bs->mix_w[(size_t)s * D + d] = (float)br_rng_beta(&rs, a, a);
@@ -384,18 +411,19 @@ static void draw_mix(br_basrec *bs, const br_batch *plain, mix_kind kind, uint64
     }
 }
 
-/* Token of b's partner perm[b] at token t's slot, -1 where the partner is
- * shorter; *qh gets the partner's token whose output is mixed in: q, or
- * where there is none, the partner's last token (mix padding "last") or -1
- * (a zero vector). w[0..D) gets the mix weights of t. */
-static int32_t mix_partner(const br_basrec *bs, const br_batch *plain, mix_kind kind, int32_t b,
-                           int32_t t, float *w, int32_t *qh) {
+/* Block-0 token of b's partner perm[b] at token t's slot, -1 where the
+ * partner is shorter (under mix padding encode it has every slot, its
+ * padded ones with target 0); *qh gets the partner's token whose output is
+ * mixed in: q, or where there is none, the partner's last token (mix
+ * padding "last") or -1 (a zero vector). w[0..D) gets the mix weights of t. */
+static int32_t mix_partner(const br_basrec *bs, mix_kind kind, int32_t b, int32_t t, float *w,
+                           int32_t *qh) {
     const int32_t p = bs->perm[b], D = bs->m->cfg.dim;
-    int32_t q = plain->seq_off[p + 1] - (bs->m->cfg.max_len - plain->pos[t]);
+    int32_t q = bs->seq_off[p + 1] - (bs->m->cfg.max_len - bs->pos[t]);
     for (int32_t d = 0; d < D; d++)
         w[d] = kind == MIX_ITEM ? bs->mix_w[t] : kind == MIX_FEATURE ? bs->mix_w[(size_t)b * D + d] : bs->mix_w[b];
-    if (q < plain->seq_off[p]) q = -1;
-    *qh = q >= 0 ? q : bs->cfg.mix_pad == BR_MIX_PAD_LAST ? plain->seq_off[p + 1] - 1 : -1;
+    if (q < bs->seq_off[p]) q = -1;
+    *qh = q >= 0 ? q : bs->cfg.mix_pad == BR_MIX_PAD_LAST ? bs->seq_off[p + 1] - 1 : -1;
     return q;
 }
 
@@ -406,27 +434,29 @@ static int32_t mix_partner(const br_basrec *bs, const br_batch *plain, mix_kind 
  * partner has no real token at slot l (it is shorter), its targets' side is
  * a zero vector, and its output's side too, or its last output under mix
  * padding "last": ragged batches hold no padded-slot outputs
- * (docs/DESIGN.md). The loss is averaged over b's real tokens, i.e. the
+ * (docs/DESIGN.md). Under mix padding "encode" the partner has an output
+ * at every slot, and its targets at a padded one are the padding row, as in
+ * the reference. The loss is averaged over b's real tokens, i.e. the
  * original target mask.
  * Gradients are added to dh (for H) and to the item table's gradient. */
 static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
-    const int32_t B = plain->n_seq, T0 = plain->n_tok, D = bs->m->cfg.dim;
+    const int32_t B = plain->n_seq, D = bs->m->cfg.dim;
     const float *E = br_model_items(bs->m);
     float *dE = br_pgrad(&bs->m->params, bs->m->item_emb);
     const float *H = bs->h;
     float *dH = bs->dh;
     float hm[MIX_MAX_DIM], pm[MIX_MAX_DIM], nm[MIX_MAX_DIM], w[MIX_MAX_DIM];
-    const float norm = 1.0f / (float)T0;
+    const float norm = 1.0f / (float)plain->n_tok;
     double loss = 0.0;
     for (int32_t b = 0; b < B; b++) {
-        for (int32_t t = plain->seq_off[b]; t < plain->seq_off[b + 1]; t++) {
+        for (int32_t t = bs->seq_off[b] + bs->n_pad[b]; t < bs->seq_off[b + 1]; t++) {
             int32_t qh;
-            const int32_t q = mix_partner(bs, plain, kind, b, t, w, &qh);
+            const int32_t q = mix_partner(bs, kind, b, t, w, &qh);
             const int has_q = q >= 0;
-            const float *ht = H + (size_t)t * D, *ep = E + (size_t)plain->target[t] * D, *en = E + (size_t)plain->neg[t] * D;
+            const float *ht = H + (size_t)t * D, *ep = E + (size_t)bs->target[t] * D, *en = E + (size_t)bs->neg[t] * D;
             const float *hq = qh >= 0 ? H + (size_t)qh * D : NULL;
-            const float *eqp = has_q ? E + (size_t)plain->target[q] * D : NULL;
-            const float *eqn = has_q ? E + (size_t)plain->neg[q] * D : NULL;
+            const float *eqp = has_q ? E + (size_t)bs->target[q] * D : NULL;
+            const float *eqn = has_q ? E + (size_t)bs->neg[q] * D : NULL;
             float lp = 0.0f, ln = 0.0f;
             for (int32_t d = 0; d < D; d++) {
                 hm[d] = w[d] * ht[d] + (hq ? (1.0f - w[d]) * hq[d] : 0.0f);
@@ -438,9 +468,9 @@ static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
             loss += softplus(-lp) + softplus(ln);
             const float gp = norm * (sigmoidf(lp) - 1.0f), gn = norm * sigmoidf(ln);
             float *dht = dH + (size_t)t * D, *dhq = hq ? dH + (size_t)qh * D : NULL;
-            float *dep = dE + (size_t)plain->target[t] * D, *den = dE + (size_t)plain->neg[t] * D;
-            float *dqp = has_q ? dE + (size_t)plain->target[q] * D : NULL;
-            float *dqn = has_q ? dE + (size_t)plain->neg[q] * D : NULL;
+            float *dep = dE + (size_t)bs->target[t] * D, *den = dE + (size_t)bs->neg[t] * D;
+            float *dqp = has_q ? dE + (size_t)bs->target[q] * D : NULL;
+            float *dqn = has_q ? dE + (size_t)bs->neg[q] * D : NULL;
             for (int32_t d = 0; d < D; d++) {
                 const float g_h = gp * pm[d] + gn * nm[d];
                 const float g_p = gp * hm[d], g_n = gn * hm[d];
@@ -463,16 +493,15 @@ static double mix_loss(br_basrec *bs, const br_batch *plain, mix_kind kind) {
  * l(target_q): w is the item-wise weight, the sequence's weight (linear), or
  * for feature-wise mixes the mean of the D weights, which is the share of
  * the mixed vector taken from b's own output (docs/RMHSAOCL.md). Where the
- * partner has no token at the slot, its side is zero and b's own target
- * takes all the label weight. Gradients are added to dh and to the item
- * table's gradient. */
+ * partner has no target at the slot, b's own target takes all the label
+ * weight. Gradients are added to dh and to the item table's gradient. */
 static double mix_loss_softmax(br_basrec *bs, const br_batch *plain, mix_kind kind) {
-    const int32_t B = plain->n_seq, T0 = plain->n_tok, D = bs->m->cfg.dim;
+    const int32_t B = plain->n_seq, T0 = bs->blk_off[1], D = bs->m->cfg.dim;
     float w[MIX_MAX_DIM];
     for (int32_t b = 0; b < B; b++)
-        for (int32_t t = plain->seq_off[b]; t < plain->seq_off[b + 1]; t++) {
+        for (int32_t t = bs->seq_off[b] + bs->n_pad[b]; t < bs->seq_off[b + 1]; t++) {
             int32_t qh;
-            const int32_t q = mix_partner(bs, plain, kind, b, t, w, &qh);
+            const int32_t q = mix_partner(bs, kind, b, t, w, &qh);
             const float *ht = bs->h + (size_t)t * D, *hq = qh >= 0 ? bs->h + (size_t)qh * D : NULL;
             float *hm = bs->hm + (size_t)t * D;
             double wsum = 0.0;
@@ -481,7 +510,7 @@ static double mix_loss_softmax(br_basrec *bs, const br_batch *plain, mix_kind ki
                 wsum += w[d];
             }
             bs->target2[t] = q >= 0 ? bs->target[q] : 0;
-            bs->mix_lab[t] = q < 0 ? 1.0f : kind == MIX_FEATURE ? (float)(wsum / D) : w[0];
+            bs->mix_lab[t] = bs->target2[t] <= 0 ? 1.0f : kind == MIX_FEATURE ? (float)(wsum / D) : w[0];
         }
     const br_xent_labels lb = {bs->target, bs->target2, bs->mix_lab, NULL};
     const float gamma = bs->loss.kind == BR_LOSS_FOCAL ? bs->loss.focal_gamma : 0.0f;
@@ -489,9 +518,9 @@ static double mix_loss_softmax(br_basrec *bs, const br_batch *plain, mix_kind ki
                                      br_pgrad(&bs->m->params, bs->m->item_emb), bs->dhm, 1.0f);
     /* Back through the mix (serial: a token is its own and a partner's). */
     for (int32_t b = 0; b < B; b++)
-        for (int32_t t = plain->seq_off[b]; t < plain->seq_off[b + 1]; t++) {
+        for (int32_t t = bs->seq_off[b] + bs->n_pad[b]; t < bs->seq_off[b + 1]; t++) {
             int32_t qh;
-            mix_partner(bs, plain, kind, b, t, w, &qh);
+            mix_partner(bs, kind, b, t, w, &qh);
             const float *g = bs->dhm + (size_t)t * D;
             float *dht = bs->dh + (size_t)t * D;
             for (int32_t d = 0; d < D; d++) dht[d] += w[d] * g[d];
@@ -513,8 +542,8 @@ double br_basrec_step(br_basrec *bs, const br_batch *plain, uint64_t key, br_bas
     memset(st, 0, sizeof *st);
     if (T0 == 0) return 0.0;
     build_stacked(bs, plain, key);
-    const int32_t S = (K + 1) * B, T = bs->blk_off[K + 1];
-    const br_tokens tok = {S, T, bs->seq_off, bs->pos};
+    const int32_t S = (K + 1) * B, T = bs->blk_off[K + 1], T0b = bs->blk_off[1];
+    const br_tokens tok = {S, T, bs->seq_off, bs->pos, bs->encode_pad ? bs->n_pad : NULL};
     st->tokens = T;
 
     /* Mixed input embeddings: l*E[item] + (1-l)*E[item_aug]. */
@@ -537,7 +566,7 @@ double br_basrec_step(br_basrec *bs, const br_batch *plain, uint64_t key, br_bas
     float *dE = br_pgrad(&m->params, m->item_emb);
     /* sampled-ce: one draw of negatives for all of the step's loss terms. */
     if (bs->loss.kind == BR_LOSS_SAMPLED_CE) br_xent_draw(bs->xent, br_key(key, 5, 0));
-    st->loss_main = br_loss_eval(&bs->loss, bs->xent, bs->h, T0, bs->target, bs->neg, NULL, D, E, dE, bs->dh);
+    st->loss_main = br_loss_eval(&bs->loss, bs->xent, bs->h, T0b, bs->target, bs->neg, NULL, D, E, dE, bs->dh);
     for (int32_t k = 1; k <= K; k++) {
         const size_t off = (size_t)bs->blk_off[k];
         st->loss_ssa += br_loss_eval(&bs->loss, bs->xent, bs->h + off * D, bs->blk_off[k + 1] - bs->blk_off[k],
@@ -560,7 +589,7 @@ double br_basrec_step(br_basrec *bs, const br_batch *plain, uint64_t key, br_bas
         double cos_sum = 0.0;
         for (int32_t k = 1; k <= K; k++)
             for (int32_t s = 0; s < B; s++) {
-                const float *a = bs->h + (size_t)(plain->seq_off[s + 1] - 1) * D;
+                const float *a = bs->h + (size_t)(bs->seq_off[s + 1] - 1) * D;
                 const float *b = bs->h + (size_t)(bs->seq_off[(size_t)k * B + s + 1] - 1) * D;
                 double ab = 0, aa = 0, bb = 0;
                 for (int32_t d = 0; d < D; d++) {
@@ -585,5 +614,7 @@ double br_basrec_step(br_basrec *bs, const br_batch *plain, uint64_t key, br_bas
         float *rb = input_row(bs, dE, dmask, bs->item_aug[t]);
         for (int32_t d = 0; d < D; d++) rb[d] += (1.0f - l) * g[d];
     }
+    /* The padding row, read at padded slots, is not trained (padding_idx). */
+    if (bs->encode_pad) memset(dE, 0, (size_t)D * sizeof(float));
     return st->loss_main + st->loss_ssa + st->loss_csa;
 }

@@ -39,10 +39,15 @@ enum { BR_OP_REORDER = 1, BR_OP_SUBSTITUTE = 2, BR_OP_CROP = 4, BR_OP_MASK = 8, 
  *    and mix the original's item with a zero vector (l * E[item]), as a
  *    left-padded window would, without reading the padding row. */
 typedef enum { BR_CROP_SUFFIX, BR_CROP_PAD } br_crop_align;
-/* A cross-sequence mix where the partner is shorter than the sequence:
- * the partner's side of the output is a zero vector, or its last output
- * (docs/DESIGN.md); the targets' side is zero either way. */
-typedef enum { BR_MIX_PAD_ZERO, BR_MIX_PAD_LAST } br_mix_pad;
+/* A cross-sequence mix where the partner is shorter than the sequence
+ * (docs/DESIGN.md):
+ *  - zero: the partner's side of the output and of the targets is zero;
+ *  - last: its side of the output is its last output, targets zero;
+ *  - encode: what the reference computes: the plain pass also encodes every
+ *    sequence's padded slots (the backbone must support it), the partner's
+ *    output there is mixed in, and its targets there are the padding row,
+ *    which gets no gradient (the reference's padding_idx). */
+typedef enum { BR_MIX_PAD_ZERO, BR_MIX_PAD_LAST, BR_MIX_PAD_ENCODE } br_mix_pad;
 /* How a copy's adaptive weights w_s (one per sequence s of the batch) enter
  * its loss:
  *  - sequence: each sequence's positions count w_s times, as the paper

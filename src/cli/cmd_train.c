@@ -63,7 +63,7 @@ int cmd_train(int argc, char **argv) {
         {"linear-mixup", OPT_FLAG, &linear, "basrec ablation: one mixup weight per sequence", 0},
         {"joint", OPT_FLAG, &joint, "basrec ablation: one stage, augmented from scratch", 0},
         {"operators", OPT_STR, &operators, "basrec: copies' operators, drawn uniformly: any of reorder,substitute,crop,mask", 0},
-        {"mix-pad", OPT_STR, &mix_pad, "basrec: a shorter partner's side of a cross-sequence mix: zero, or its last output (last)", 0},
+        {"mix-pad", OPT_STR, &mix_pad, "basrec: a shorter partner's side of a cross-sequence mix: zero, its last output (last), or its padded-slot output as the reference computes it (encode; sasrec)", 0},
         {"weight-form", OPT_STR, &weight_form, "basrec: how adaptive weights enter a copy's loss: per sequence (sequence), or their batch sum scaling the copy's mean loss, as the reference code computes (batch)", 0},
         {"crop-align", OPT_STR, &crop_align, "basrec: a crop copy keeps the window's tokens only (suffix) or all (pad)", 0},
         {"loss", OPT_STR, &loss, "bce, ce (full softmax at every position), last-ce, focal, or sampled-ce (softmax over the target and sampled negatives, logQ-corrected); basrec's stage 1 uses it too", 0},
@@ -125,7 +125,7 @@ int cmd_train(int argc, char **argv) {
         return 2;
     }
     if (br_mix_pad_parse(mix_pad, &bc->mix_pad) < 0) {
-        fprintf(stderr, "basrec train: unknown --mix-pad '%s' (zero, last)\n", mix_pad);
+        fprintf(stderr, "basrec train: unknown --mix-pad '%s' (zero, last, encode)\n", mix_pad);
         return 2;
     }
     if (weight_form && br_weight_form_parse(weight_form, &bc->weight_form) < 0) {
@@ -159,6 +159,22 @@ int cmd_train(int argc, char **argv) {
     strcpy(mc.model, model);
     /* The backbone's own depth unless --num-hidden-layers was given. */
     if (!args_find(specs, "num-hidden-layers")->seen) br_model_config_backbone_defaults(&mc);
+    /* Checked before stage 1 rather than after it, where stage 2 would fail. */
+    if (basrec && bc->mix_pad == BR_MIX_PAD_ENCODE) {
+        br_error berr;
+        br_backbone *bb = br_backbone_create(&mc, &berr);
+        if (!bb) {
+            fprintf(stderr, "basrec train: %s\n", berr.msg);
+            return 2;
+        }
+        const int encodes = bb->vt->encodes_padding;
+        bb->vt->destroy(bb);
+        if (!encodes) {
+            fprintf(stderr, "basrec train: --mix-pad encode needs a backbone that encodes padded slots (sasrec), not '%s'\n",
+                    model);
+            return 2;
+        }
+    }
     bc->single_seq = !no_ssa;
     bc->cross_seq = !no_csa;
     bc->adaptive_weight = !no_weight;

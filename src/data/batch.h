@@ -34,7 +34,7 @@ int32_t br_batch_add(br_batch *b, const br_dataset *ds, int32_t u, br_split spli
 void br_batch_sample_negatives(br_batch *b, const br_dataset *ds, uint64_t key);
 
 static inline br_tokens br_batch_tokens(const br_batch *b) {
-    br_tokens t = {b->n_seq, b->n_tok, b->seq_off, b->pos};
+    br_tokens t = {b->n_seq, b->n_tok, b->seq_off, b->pos, NULL};
     return t;
 }
 

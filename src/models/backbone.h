@@ -15,11 +15,16 @@
 
 /* A ragged batch: sequence s owns tokens [seq_off[s], seq_off[s+1]),
  * oldest first; pos[t] is the token's absolute position id in [0, max_len)
- * (a sequence of length n under left padding uses max_len-n .. max_len-1). */
+ * (a sequence of length n under left padding uses max_len-n .. max_len-1).
+ * n_pad (NULL: none, the normal case) marks each sequence's first n_pad[s]
+ * tokens as the reference's left padding, encoded as its padded batches
+ * encode them, for callers that need outputs at padded slots; only
+ * backbones with encodes_padding accept it. */
 typedef struct br_tokens {
     int32_t n_seq, n_tok;
     const int32_t *seq_off;
     const int32_t *pos;
+    const int32_t *n_pad;
 } br_tokens;
 
 typedef struct br_model_config {
@@ -61,6 +66,8 @@ typedef struct br_backbone_vtable {
     void (*backward)(br_backbone *bb, br_params *p, const br_tokens *tok,
                      const float *dout, float *dx_in);
     void (*destroy)(br_backbone *bb);
+    /* forward and backward honour br_tokens.n_pad. */
+    int encodes_padding;
 } br_backbone_vtable;
 
 struct br_backbone {

@@ -4,7 +4,9 @@
  * computed on real tokens only (ragged batches). With the reference's
  * additive -10000 key-padding mask, padded keys get exactly zero attention
  * weight in float32, so real positions' outputs equal the padded
- * computation's up to rounding (tests/test_parity.c checks this). */
+ * computation's up to rounding (tests/test_parity.c checks this). Padded
+ * slots are encoded only when a caller asks for them (br_tokens.n_pad):
+ * their queries attend to the whole row, as under the reference's mask. */
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -212,7 +214,7 @@ static void forward_layers(br_backbone *bb, const br_params *p, const br_tokens 
         sasrec_layer_acts *a = &m->acts[l];
         float *x_out = l + 1 < NL ? m->acts[l + 1].x_in : out;
         br_linear_forward(a->qkv, a->x_in, br_pdata(p, li->qkv_w), br_pdata(p, li->qkv_b), T, D, 3 * D);
-        br_attention_forward(a->ctx, a->probs, a->qkv, tok->seq_off, m->att_off, tok->n_seq, D,
+        br_attention_forward(a->ctx, a->probs, a->qkv, tok->seq_off, tok->n_pad, m->att_off, tok->n_seq, D,
                              c->n_heads, p_att, site_key(key, l, SITE_ATT_PROB));
         block_tail(m, p, l, a->ctx, a->x_in, x_out, T, p_hid, key);
     }
@@ -292,7 +294,7 @@ static void sasrec_backward(br_backbone *bb, br_params *p, const br_tokens *tok,
         float *g_ctx = m->g_ffn;
         br_linear_backward(g_ctx, br_pgrad(p, li->dense_w), br_pgrad(p, li->dense_b), g_res,
                            a->ctx, br_pdata(p, li->dense_w), T, D, D, 0);
-        br_attention_backward(m->g_qkv, g_ctx, a->probs, a->qkv, tok->seq_off, m->att_off,
+        br_attention_backward(m->g_qkv, g_ctx, a->probs, a->qkv, tok->seq_off, tok->n_pad, m->att_off,
                               tok->n_seq, D, c->n_heads, p_att, site_key(key, l, SITE_ATT_PROB),
                               m->scratch, m->scratch_threads);
         br_linear_backward(g, br_pgrad(p, li->qkv_w), br_pgrad(p, li->qkv_b), m->g_qkv, a->x_in,
@@ -332,6 +334,7 @@ static const br_backbone_vtable sasrec_vtable = {
     .encode_last = sasrec_encode_last,
     .backward = sasrec_backward,
     .destroy = sasrec_destroy,
+    .encodes_padding = 1,
 };
 
 br_backbone *br_sasrec_create(const br_model_config *cfg, br_error *err) {

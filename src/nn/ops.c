@@ -176,9 +176,24 @@ static inline float head_dot(const float *a, const float *b, int n) {
     return s;
 }
 
-void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
-                          const int64_t *att_off, int n_seq, int D, int H, float p,
-                          uint64_t key) {
+/* Keys of query row i of a sequence of n rows whose first lead rows are
+ * padding: a real row attends to the real rows up to itself; a padding row,
+ * whose every key the reference's mask removes, to all n rows (the additive
+ * mask shifts all its scores equally, so its softmax is over the raw
+ * scores of the whole row). */
+static inline void att_keys(int i, int n, int lead, int *lo, int *hi) {
+    if (i < lead) {
+        *lo = 0;
+        *hi = n;
+    } else {
+        *lo = lead;
+        *hi = i + 1;
+    }
+}
+
+static void attention_forward_causal(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
+                                     const int64_t *att_off, int n_seq, int D, int H, float p,
+                                     uint64_t key) {
     const int dh = D / H, D3 = 3 * D;
     const float inv_sqrt = 1.0f / sqrtf((float)dh);
     const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
@@ -216,6 +231,64 @@ void br_attention_forward(float *ctx, float *probs, const float *qkv, const int3
     }
 }
 
+static void attention_forward_padded(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
+                                     const int32_t *n_pad, const int64_t *att_off, int n_seq, int D,
+                                     int H, float p, uint64_t key) {
+    const int dh = D / H, D3 = 3 * D;
+    const float inv_sqrt = 1.0f / sqrtf((float)dh);
+    const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for schedule(dynamic, 4)
+    for (int sh = 0; sh < n_seq * H; sh++) {
+        const int s = sh / H, h = sh % H;
+        const int o = seq_off[s], n = seq_off[s + 1] - o, lead = n_pad ? n_pad[s] : 0;
+        float *P = probs + att_off[s] + (int64_t)h * n * n;
+        for (int i = 0; i < n; i++) {
+            const float *q = qkv + (size_t)(o + i) * D3 + h * dh;
+            float *Pi = P + (int64_t)i * n;
+            int lo, hi;
+            att_keys(i, n, lead, &lo, &hi);
+            /* Keys lo .. hi-1, indexed from 0: the same loops as the
+             * plain causal case (lo = 0), so its rounding is unchanged. */
+            float *Pr = Pi + lo;
+            const int m = hi - lo, o2 = o + lo;
+            float mx = -INFINITY;
+            for (int j = 0; j < m; j++) {
+                const float *k = qkv + (size_t)(o2 + j) * D3 + D + h * dh;
+                const float sc = head_dot(q, k, dh) * inv_sqrt;
+                Pr[j] = sc;
+                if (sc > mx) mx = sc;
+            }
+            float z = 0.0f;
+            for (int j = 0; j < m; j++) {
+                Pr[j] = expf(Pr[j] - mx);
+                z += Pr[j];
+            }
+            for (int j = 0; j < m; j++) Pr[j] /= z;
+            for (int j = 0; j < lo; j++) Pi[j] = 0.0f;
+            for (int j = hi; j < n; j++) Pi[j] = 0.0f;
+            float *c_out = ctx + (size_t)(o + i) * D + h * dh;
+            for (int c = 0; c < dh; c++) c_out[c] = 0.0f;
+            for (int j = 0; j < m; j++) {
+                float w = Pr[j] * att_keep(key, att_off[s] + (int64_t)h * n * n + (int64_t)i * n + lo + j, p, scale);
+                if (w == 0.0f) continue;
+                const float *v = qkv + (size_t)(o2 + j) * D3 + 2 * D + h * dh;
+                for (int c = 0; c < dh; c++) c_out[c] += w * v[c];
+            }
+        }
+    }
+}
+
+/* The plain causal case and the padded one are separate loops on purpose:
+ * the same arithmetic with variable key bounds compiles to a different
+ * rounding, and the plain loops' results are the ones every earlier run
+ * reproduces bit for bit. */
+void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
+                          const int32_t *n_pad, const int64_t *att_off, int n_seq, int D, int H,
+                          float p, uint64_t key) {
+    if (n_pad) attention_forward_padded(ctx, probs, qkv, seq_off, n_pad, att_off, n_seq, D, H, p, key);
+    else attention_forward_causal(ctx, probs, qkv, seq_off, att_off, n_seq, D, H, p, key);
+}
+
 void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int n_seq, int D,
                        int H) {
     const int dh = D / H, D3 = 3 * D;
@@ -247,9 +320,10 @@ void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int
     }
 }
 
-void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
-                           const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
-                           int H, float p, uint64_t key, float *scratch, int scratch_threads) {
+static void attention_backward_causal(float *dqkv, const float *dctx, const float *probs,
+                                      const float *qkv, const int32_t *seq_off, const int64_t *att_off,
+                                      int n_seq, int D, int H, float p, uint64_t key, float *scratch,
+                                      int scratch_threads) {
     const int dh = D / H, D3 = 3 * D;
     const float inv_sqrt = 1.0f / sqrtf((float)dh);
     const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
@@ -306,4 +380,80 @@ void br_attention_backward(float *dqkv, const float *dctx, const float *probs, c
             }
         }
     }
+}
+
+static void attention_backward_padded(float *dqkv, const float *dctx, const float *probs,
+                                      const float *qkv, const int32_t *seq_off, const int32_t *n_pad,
+                                      const int64_t *att_off, int n_seq, int D, int H, float p,
+                                      uint64_t key, float *scratch, int scratch_threads) {
+    const int dh = D / H, D3 = 3 * D;
+    const float inv_sqrt = 1.0f / sqrtf((float)dh);
+    const float scale = p > 0.0f ? 1.0f / (1.0f - p) : 1.0f;
+    int max_n = 0;
+    for (int s = 0; s < n_seq; s++)
+        if (seq_off[s + 1] - seq_off[s] > max_n) max_n = seq_off[s + 1] - seq_off[s];
+    /* Never more threads than the scratch has rows for. */
+    const int nt = omp_get_max_threads() < scratch_threads ? omp_get_max_threads() : scratch_threads;
+#pragma omp parallel num_threads(nt)
+    {
+        /* One row of dP per thread, from the caller's scratch. */
+        float *dP = scratch + (size_t)omp_get_thread_num() * (size_t)max_n;
+#pragma omp for schedule(dynamic, 4)
+        for (int sh = 0; sh < n_seq * H; sh++) {
+            const int s = sh / H, h = sh % H;
+            const int o = seq_off[s], n = seq_off[s + 1] - o, lead = n_pad ? n_pad[s] : 0;
+            const int64_t base = att_off[s] + (int64_t)h * n * n;
+            const float *P = probs + base;
+            for (int i = 0; i < n; i++) {
+                float *dq = dqkv + (size_t)(o + i) * D3 + h * dh;
+                float *dk = dqkv + (size_t)(o + i) * D3 + D + h * dh;
+                float *dv = dqkv + (size_t)(o + i) * D3 + 2 * D + h * dh;
+                for (int c = 0; c < dh; c++) dq[c] = dk[c] = dv[c] = 0.0f;
+            }
+            for (int i = 0; i < n; i++) {
+                const float *Pi = P + (int64_t)i * n;
+                const float *dc = dctx + (size_t)(o + i) * D + h * dh;
+                const float *q = qkv + (size_t)(o + i) * D3 + h * dh;
+                float *dq = dqkv + (size_t)(o + i) * D3 + h * dh;
+                int lo, hi;
+                att_keys(i, n, lead, &lo, &hi);
+                float dot = 0.0f;
+                for (int j = lo; j < hi; j++) {
+                    const float keep = att_keep(key, base + (int64_t)i * n + j, p, scale);
+                    const float *v = qkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
+                    float *dv = dqkv + (size_t)(o + j) * D3 + 2 * D + h * dh;
+                    float g = 0.0f;
+                    if (keep != 0.0f) {
+                        const float w = Pi[j] * keep;
+                        g = head_dot(dc, v, dh);
+                        for (int c = 0; c < dh; c++) dv[c] += w * dc[c];
+                    }
+                    dP[j] = g * keep;
+                    dot += Pi[j] * dP[j];
+                }
+                for (int j = lo; j < hi; j++) {
+                    const float ds = Pi[j] * (dP[j] - dot) * inv_sqrt;
+                    if (ds == 0.0f) continue;
+                    const float *k = qkv + (size_t)(o + j) * D3 + D + h * dh;
+                    float *dk = dqkv + (size_t)(o + j) * D3 + D + h * dh;
+                    for (int c = 0; c < dh; c++) {
+                        dq[c] += ds * k[c];
+                        dk[c] += ds * q[c];
+                    }
+                }
+            }
+        }
+    }
+}
+
+void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
+                           const int32_t *seq_off, const int32_t *n_pad, const int64_t *att_off,
+                           int n_seq, int D, int H, float p, uint64_t key, float *scratch,
+                           int scratch_threads) {
+    if (n_pad)
+        attention_backward_padded(dqkv, dctx, probs, qkv, seq_off, n_pad, att_off, n_seq, D, H, p, key,
+                                  scratch, scratch_threads);
+    else
+        attention_backward_causal(dqkv, dctx, probs, qkv, seq_off, att_off, n_seq, D, H, p, key,
+                                  scratch, scratch_threads);
 }

@@ -39,17 +39,21 @@ void br_dropout(float *x, long n, float p, uint64_t key);
 /* Causal multi-head self-attention over a ragged batch: sequence s owns rows
  * [seq_off[s], seq_off[s+1]) of qkv ([T, 3D]: q | k | v, heads are D/H column
  * slices) and attends only within itself and only to earlier-or-equal rows.
+ * n_pad (NULL: none) gives each sequence's leading padding rows, encoded
+ * the way the reference's padded batches are: a padding row attends to all
+ * rows of its sequence, a real row to the real rows up to itself only.
  * probs holds the pre-dropout attention probabilities, laid out per sequence
  * (att_off[s] = offset of sequence s, H * n_s * n_s floats each).
  * Attention-probability dropout p uses counter-based draws keyed by key. */
 void br_attention_forward(float *ctx, float *probs, const float *qkv, const int32_t *seq_off,
-                          const int64_t *att_off, int n_seq, int D, int H, float p,
-                          uint64_t key);
+                          const int32_t *n_pad, const int64_t *att_off, int n_seq, int D, int H,
+                          float p, uint64_t key);
 /* dqkv[T, 3D] (overwrite) from dctx. scratch: scratch_threads times the
  * longest sequence's length floats; at most scratch_threads threads run. */
 void br_attention_backward(float *dqkv, const float *dctx, const float *probs, const float *qkv,
-                           const int32_t *seq_off, const int64_t *att_off, int n_seq, int D,
-                           int H, float p, uint64_t key, float *scratch, int scratch_threads);
+                           const int32_t *seq_off, const int32_t *n_pad, const int64_t *att_off,
+                           int n_seq, int D, int H, float p, uint64_t key, float *scratch,
+                           int scratch_threads);
 
 /* Inference: ctx[s] [n_seq, D] = the attention output of sequence s's last
  * token only (its causal window is the whole sequence), no dropout. */
