@@ -320,6 +320,14 @@ void br_attention_last(float *ctx, const float *qkv, const int32_t *seq_off, int
     }
 }
 
+/* Zeroes head h's q, k and v gradient columns of rows o .. o+n-1. */
+static inline void zero_head_grads(float *dqkv, int o, int n, int D, int h, int dh) {
+    for (int i = 0; i < n; i++) {
+        float *row = dqkv + (size_t)(o + i) * 3 * D + h * dh;
+        for (int c = 0; c < dh; c++) row[c] = row[D + c] = row[2 * D + c] = 0.0f;
+    }
+}
+
 static void attention_backward_causal(float *dqkv, const float *dctx, const float *probs,
                                       const float *qkv, const int32_t *seq_off, const int64_t *att_off,
                                       int n_seq, int D, int H, float p, uint64_t key, float *scratch,
@@ -342,12 +350,7 @@ static void attention_backward_causal(float *dqkv, const float *dctx, const floa
             const int o = seq_off[s], n = seq_off[s + 1] - o;
             const int64_t base = att_off[s] + (int64_t)h * n * n;
             const float *P = probs + base;
-            for (int i = 0; i < n; i++) {
-                float *dq = dqkv + (size_t)(o + i) * D3 + h * dh;
-                float *dk = dqkv + (size_t)(o + i) * D3 + D + h * dh;
-                float *dv = dqkv + (size_t)(o + i) * D3 + 2 * D + h * dh;
-                for (int c = 0; c < dh; c++) dq[c] = dk[c] = dv[c] = 0.0f;
-            }
+            zero_head_grads(dqkv, o, n, D, h, dh);
             for (int i = 0; i < n; i++) {
                 const float *Pi = P + (int64_t)i * n;
                 const float *dc = dctx + (size_t)(o + i) * D + h * dh;
@@ -404,12 +407,7 @@ static void attention_backward_padded(float *dqkv, const float *dctx, const floa
             const int o = seq_off[s], n = seq_off[s + 1] - o, lead = n_pad ? n_pad[s] : 0;
             const int64_t base = att_off[s] + (int64_t)h * n * n;
             const float *P = probs + base;
-            for (int i = 0; i < n; i++) {
-                float *dq = dqkv + (size_t)(o + i) * D3 + h * dh;
-                float *dk = dqkv + (size_t)(o + i) * D3 + D + h * dh;
-                float *dv = dqkv + (size_t)(o + i) * D3 + 2 * D + h * dh;
-                for (int c = 0; c < dh; c++) dq[c] = dk[c] = dv[c] = 0.0f;
-            }
+            zero_head_grads(dqkv, o, n, D, h, dh);
             for (int i = 0; i < n; i++) {
                 const float *Pi = P + (int64_t)i * n;
                 const float *dc = dctx + (size_t)(o + i) * D + h * dh;
