@@ -292,6 +292,28 @@ static void test_gelu(void **state) {
     free(c.x), free(c.y), free(c.R), free(c.dgelu), free(dx), free(g);
 }
 
+/* GELU and the derivative it leaves behind against the erf form in double,
+ * across both tails: y in relative terms wherever it is a normal float (the
+ * approximation of Phi is relative, limited by the rounding of x^2 / 2 in
+ * its exponent), and GELU' in absolute terms (it crosses zero at -0.75). */
+static void test_gelu_values(void **state) {
+    const long n = 200001;
+    float *x = alloc_f(n), *y = alloc_f(n), *d = alloc_f(n);
+    for (long i = 0; i < n; i++) x[i] = d[i] = (float)(-12.0 + 24.0 * (double)i / (double)(n - 1));
+    br_gelu_forward(y, d, n);
+    double worst_y = 0.0, worst_d = 0.0;
+    for (long i = 0; i < n; i++) {
+        const double v = x[i], cdf = 0.5 * erfc(-v / sqrt(2.0));
+        const double want_y = v * cdf, want_d = cdf + v * exp(-0.5 * v * v) / sqrt(2.0 * M_PI);
+        if (fabs(want_y) > 1e-37) worst_y = fmax(worst_y, fabs(y[i] - want_y) / fabs(want_y));
+        worst_d = fmax(worst_d, fabs(d[i] - want_d));
+    }
+    printf("gelu: max relative error %.2e, gelu' max absolute error %.2e\n", worst_y, worst_d);
+    assert_true(worst_y < 2e-5);
+    assert_true(worst_d < 1e-6);
+    free(x), free(y), free(d);
+}
+
 /* ---- dropout ---- */
 
 typedef struct dropout_ctx {
@@ -609,6 +631,7 @@ int main(void) {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_gelu_values),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_padded),

@@ -116,17 +116,19 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
     }
 }
 
-/* Phi(x) = erfc(-x / sqrt 2) / 2: accurate in relative terms in both tails. */
-static inline float normal_cdf(float x) { return 0.5f * br_fast_erfcf(-x * (float)M_SQRT1_2); }
-
+/* Phi(v) = erfc(-v / sqrt 2) / 2 through erfcx of a = |v| / sqrt 2, which
+ * keeps it accurate in relative terms in both tails; the density
+ * phi(v) = e^(-a^2) / sqrt(2 pi) shares the exponential. */
 void br_gelu_forward(float *y, float *x, long n) {
     const float inv_sqrt_2pi = 0.3989422804014327f;
 #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) {
-        const float v = x[i], cdf = normal_cdf(v);
-        const float pdf = inv_sqrt_2pi * br_fast_expf(-0.5f * v * v);
+        const float v = x[i], a = br_f32_from_bits(br_f32_bits(v) & 0x7fffffffu) * (float)M_SQRT1_2;
+        const float e = br_fast_expf(-a * a);
+        const float half_erfc = 0.5f * br_fast_erfcxf(a) * e; /* Phi(-|v|) */
+        const float cdf = v >= 0.0f ? 1.0f - half_erfc : half_erfc;
         y[i] = v * cdf;
-        x[i] = cdf + v * pdf;
+        x[i] = cdf + v * (inv_sqrt_2pi * e);
     }
 }
 
