@@ -12,16 +12,24 @@
  * has the same order whatever the thread count. */
 #define COL_STRIP 16
 
+/* One strip of colsum_acc: acc[j] = sum_t x[t, c0 + j], j < w. Called
+ * with the literal COL_STRIP for full strips, whose fixed trip count the
+ * compiler turns into two vector adds per row. */
+static inline void colsum_strip(float *acc, const float *x, int T, int N, int c0, int w) {
+    for (int t = 0; t < T; t++) {
+        const float *row = x + (size_t)t * N + c0;
+        for (int j = 0; j < w; j++) acc[j] += row[j];
+    }
+}
+
 /* out[n] += sum_t x[t, n]. */
 static void colsum_acc(float *out, const float *x, int T, int N) {
 #pragma omp parallel for schedule(static)
     for (int c0 = 0; c0 < N; c0 += COL_STRIP) {
         const int w = N - c0 < COL_STRIP ? N - c0 : COL_STRIP;
         float acc[COL_STRIP] = {0};
-        for (int t = 0; t < T; t++) {
-            const float *row = x + (size_t)t * N + c0;
-            for (int j = 0; j < w; j++) acc[j] += row[j];
-        }
+        if (w == COL_STRIP) colsum_strip(acc, x, T, N, c0, COL_STRIP);
+        else colsum_strip(acc, x, T, N, c0, w);
         for (int j = 0; j < w; j++) out[c0 + j] += acc[j];
     }
 }
@@ -72,6 +80,21 @@ void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
     }
 }
 
+/* One strip of the LayerNorm parameter gradients (as colsum_strip):
+ * sg[j] = sum_t dy * xhat, sb[j] = sum_t dy over columns c0 + j, j < w. */
+static inline void layernorm_param_strip(float *sg, float *sb, const float *dy, const float *x,
+                                         const float *mean, const float *rstd, int T, int D,
+                                         int c0, int w) {
+    for (int t = 0; t < T; t++) {
+        const float *g = dy + (size_t)t * D + c0, *xr = x + (size_t)t * D + c0;
+        const float m = mean[t], r = rstd[t];
+        for (int j = 0; j < w; j++) {
+            sg[j] += g[j] * (xr[j] - m) * r;
+            sb[j] += g[j];
+        }
+    }
+}
+
 void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *rstd,
                            const float *gamma, int T, int D, int accumulate_dx) {
@@ -101,14 +124,8 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
     for (int c0 = 0; c0 < D; c0 += COL_STRIP) {
         const int w = D - c0 < COL_STRIP ? D - c0 : COL_STRIP;
         float sg[COL_STRIP] = {0}, sb[COL_STRIP] = {0};
-        for (int t = 0; t < T; t++) {
-            const float *g = dy + (size_t)t * D + c0, *xr = x + (size_t)t * D + c0;
-            const float m = mean[t], r = rstd[t];
-            for (int j = 0; j < w; j++) {
-                sg[j] += g[j] * (xr[j] - m) * r;
-                sb[j] += g[j];
-            }
-        }
+        if (w == COL_STRIP) layernorm_param_strip(sg, sb, dy, x, mean, rstd, T, D, c0, COL_STRIP);
+        else layernorm_param_strip(sg, sb, dy, x, mean, rstd, T, D, c0, w);
         for (int j = 0; j < w; j++) {
             dgamma[c0 + j] += sg[j];
             dbeta[c0 + j] += sb[j];
