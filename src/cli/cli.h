@@ -78,7 +78,10 @@ float cli_preset_dropout(const cli_preset *p, const char *model);
 /* A preset's recipe for plain training (plain runs and BASRec's stage 1)
  * of model: SASRec with dropout 0.5, as the authors' own plain-SASRec runs
  * use (docs/RESULTS.md), validated from the first epoch, at most 200
- * epochs; the other backbones with the preset's dropout and schedule. */
+ * epochs; GRU4Rec with the preset's dropout and first validation, at
+ * most 600 epochs and patience 40 (on Beauty its validation still rises
+ * past epoch 400, with flat stretches of 20-odd epochs on the way); the
+ * other backbones with the preset's dropout and schedule. */
 void cli_preset_plain(const cli_preset *p, const char *model, br_model_config *mc,
                       br_train_config *tc);
 

@@ -46,8 +46,8 @@ int cmd_train(int argc, char **argv) {
         {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate", 0},
         {"weight-decay", OPT_FLOAT, &tc.weight_decay, "Adam L2 weight decay", 0},
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},
-        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100)", 0},
-        {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement", 0},
+        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100; a preset's plain gru4rec: 600)", 0},
+        {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement (a preset's plain gru4rec: 40)", 0},
         {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (presets: 100, yelp/home 50; basrec without preset: 100; softmax losses: 0)", 0},
         {"seed", OPT_U64, &tc.seed, "random seed", 0},
         {"stage1-epochs", OPT_INT, &stage1_epochs, "basrec: maximum epochs of stage 1", 0},
@@ -199,6 +199,7 @@ int cmd_train(int argc, char **argv) {
         if (!dropout_seen) mc1.hidden_dropout = rm.hidden_dropout, mc1.attn_dropout = rm.attn_dropout;
         if (!args_find(specs, "start-valid")->seen) t1.start_valid = rt.start_valid;
         if (!args_find(specs, basrec ? "stage1-epochs" : "epochs")->seen) t1.epochs = rt.epochs;
+        if (!args_find(specs, "patience")->seen) t1.patience = rt.patience;
     }
 
     char out_buf[4096], stage1_dir[4200], stage1_best[4300];

@@ -61,6 +61,10 @@ void cli_preset_plain(const cli_preset *p, const char *model, br_model_config *m
     mc->hidden_dropout = mc->attn_dropout = cli_preset_dropout(p, model);
     tc->epochs = p->epochs;
     tc->start_valid = p->start_valid;
+    if (strcmp(model, "gru4rec") == 0) {
+        tc->epochs = 600;
+        tc->patience = 40;
+    }
     if (strcmp(model, "sasrec") != 0) return;
     mc->hidden_dropout = mc->attn_dropout = 0.5f;
     tc->epochs = 200;
