@@ -7,30 +7,56 @@
 #include "nn/ops.h"
 #include "util/rng.h"
 
-/* Column strips of 16 floats (one cache line): each thread sums whole
- * strips row by row, so rows are read contiguously and every column's sum
- * has the same order whatever the thread count. */
+/* Column sums (bias and LayerNorm parameter gradients) are split between
+ * threads in whole strips of 16 columns (one cache line); a thread walks
+ * its columns in blocks whose partial sums stay in registers, over tiles
+ * of rows that stay in cache while every block reads them. Each column is
+ * summed over t in order, so results do not depend on the thread count. */
 #define COL_STRIP 16
+#define ROW_TILE 256
 
-/* One strip of colsum_acc: acc[j] = sum_t x[t, c0 + j], j < w. Called
- * with the literal COL_STRIP for full strips, whose fixed trip count the
- * compiler turns into two vector adds per row. */
-static inline void colsum_strip(float *acc, const float *x, int T, int N, int c0, int w) {
-    for (int t = 0; t < T; t++) {
+/* Columns [lo, hi) of this thread's share of N columns. */
+static void thread_columns(int N, int *lo, int *hi) {
+    const long n_strips = (N + COL_STRIP - 1) / COL_STRIP;
+    const int nt = omp_get_num_threads(), id = omp_get_thread_num();
+    *lo = (int)(n_strips * id / nt) * COL_STRIP;
+    *hi = (int)(n_strips * (id + 1) / nt) * COL_STRIP;
+    if (*hi > N) *hi = N;
+}
+
+/* acc[j] += sum over rows t0 .. t1-1 of x[t, c0 + j], j < w. Called with a
+ * literal w for full blocks: the fixed trip count keeps the partial sums
+ * in vector registers. */
+static inline void colsum_block(float *acc, const float *x, int t0, int t1, int N, int c0, int w) {
+    float a[64];
+    for (int j = 0; j < w; j++) a[j] = acc[j];
+    for (int t = t0; t < t1; t++) {
         const float *row = x + (size_t)t * N + c0;
-        for (int j = 0; j < w; j++) acc[j] += row[j];
+        for (int j = 0; j < w; j++) a[j] += row[j];
     }
+    for (int j = 0; j < w; j++) acc[j] = a[j];
 }
 
 /* out[n] += sum_t x[t, n]. */
 static void colsum_acc(float *out, const float *x, int T, int N) {
-#pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < N; c0 += COL_STRIP) {
-        const int w = N - c0 < COL_STRIP ? N - c0 : COL_STRIP;
-        float acc[COL_STRIP] = {0};
-        if (w == COL_STRIP) colsum_strip(acc, x, T, N, c0, COL_STRIP);
-        else colsum_strip(acc, x, T, N, c0, w);
-        for (int j = 0; j < w; j++) out[c0 + j] += acc[j];
+    enum { BLOCK = 64 };
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_columns(N, &lo, &hi);
+        for (int b0 = lo; b0 < hi; b0 += 4 * BLOCK) { /* at most 4 blocks' sums at a time */
+            const int b1 = hi - b0 < 4 * BLOCK ? hi : b0 + 4 * BLOCK;
+            float acc[4 * BLOCK] = {0};
+            for (int t0 = 0; t0 < T; t0 += ROW_TILE) {
+                const int t1 = T - t0 < ROW_TILE ? T : t0 + ROW_TILE;
+                for (int c0 = b0; c0 < b1; c0 += BLOCK) {
+                    float *a = acc + (c0 - b0);
+                    if (b1 - c0 >= BLOCK) colsum_block(a, x, t0, t1, N, c0, BLOCK);
+                    else colsum_block(a, x, t0, t1, N, c0, b1 - c0);
+                }
+            }
+            for (int c = b0; c < b1; c++) out[c] += acc[c - b0];
+        }
     }
 }
 
@@ -80,19 +106,22 @@ void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
     }
 }
 
-/* One strip of the LayerNorm parameter gradients (as colsum_strip):
- * sg[j] = sum_t dy * xhat, sb[j] = sum_t dy over columns c0 + j, j < w. */
-static inline void layernorm_param_strip(float *sg, float *sb, const float *dy, const float *x,
-                                         const float *mean, const float *rstd, int T, int D,
-                                         int c0, int w) {
-    for (int t = 0; t < T; t++) {
+/* The LayerNorm parameter gradients over rows t0 .. t1-1 of columns
+ * c0 + j, j < w, as colsum_block: sg[j] += sum dy * xhat, sb[j] += sum dy. */
+static inline void layernorm_param_block(float *sg, float *sb, const float *dy, const float *x,
+                                         const float *mean, const float *rstd, int t0, int t1,
+                                         int D, int c0, int w) {
+    float ag[32], ab[32];
+    for (int j = 0; j < w; j++) ag[j] = sg[j], ab[j] = sb[j];
+    for (int t = t0; t < t1; t++) {
         const float *g = dy + (size_t)t * D + c0, *xr = x + (size_t)t * D + c0;
         const float m = mean[t], r = rstd[t];
         for (int j = 0; j < w; j++) {
-            sg[j] += g[j] * (xr[j] - m) * r;
-            sb[j] += g[j];
+            ag[j] += g[j] * (xr[j] - m) * r;
+            ab[j] += g[j];
         }
     }
+    for (int j = 0; j < w; j++) sg[j] = ag[j], sb[j] = ab[j];
 }
 
 void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
@@ -119,16 +148,27 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
             dxr[d] = accumulate_dx ? dxr[d] + v : v;
         }
     }
-    /* Parameter gradients: column strips as in colsum_acc. */
-#pragma omp parallel for schedule(static)
-    for (int c0 = 0; c0 < D; c0 += COL_STRIP) {
-        const int w = D - c0 < COL_STRIP ? D - c0 : COL_STRIP;
-        float sg[COL_STRIP] = {0}, sb[COL_STRIP] = {0};
-        if (w == COL_STRIP) layernorm_param_strip(sg, sb, dy, x, mean, rstd, T, D, c0, COL_STRIP);
-        else layernorm_param_strip(sg, sb, dy, x, mean, rstd, T, D, c0, w);
-        for (int j = 0; j < w; j++) {
-            dgamma[c0 + j] += sg[j];
-            dbeta[c0 + j] += sb[j];
+    /* Parameter gradients: columns and row tiles as in colsum_acc. */
+    enum { BLOCK = 32 };
+#pragma omp parallel
+    {
+        int lo, hi;
+        thread_columns(D, &lo, &hi);
+        for (int b0 = lo; b0 < hi; b0 += 4 * BLOCK) {
+            const int b1 = hi - b0 < 4 * BLOCK ? hi : b0 + 4 * BLOCK;
+            float sg[4 * BLOCK] = {0}, sb[4 * BLOCK] = {0};
+            for (int t0 = 0; t0 < T; t0 += ROW_TILE) {
+                const int t1 = T - t0 < ROW_TILE ? T : t0 + ROW_TILE;
+                for (int c0 = b0; c0 < b1; c0 += BLOCK) {
+                    float *g = sg + (c0 - b0), *bb = sb + (c0 - b0);
+                    if (b1 - c0 >= BLOCK) layernorm_param_block(g, bb, dy, x, mean, rstd, t0, t1, D, c0, BLOCK);
+                    else layernorm_param_block(g, bb, dy, x, mean, rstd, t0, t1, D, c0, b1 - c0);
+                }
+            }
+            for (int c = b0; c < b1; c++) {
+                dgamma[c] += sg[c - b0];
+                dbeta[c] += sb[c - b0];
+            }
         }
     }
 }
