@@ -256,6 +256,44 @@ static void test_layernorm(void **state) {
     free(dx), free(dg), free(db), free(dx2), free(dg2), free(db2), free(want);
 }
 
+/* The column sums behind the bias and LayerNorm parameter gradients are
+ * tiled (row tiles, column blocks, a thread's share of strips): on sizes
+ * that cross every tile and block boundary, they must equal plain float
+ * sums over t in order, bit for bit, at any thread count. */
+static void test_column_sums(void **state) {
+    enum { T = 600, N = 300, K = 3 };
+    br_rng r;
+    br_rng_seed(&r, 17, 0);
+    float *dy = alloc_f((long)T * N), *x = alloc_f((long)T * N), *xk = alloc_f((long)T * K);
+    float *W = alloc_f((long)N * K), *mean = alloc_f(T), *rstd = alloc_f(T), *gamma = alloc_f(N);
+    fill_normal(dy, (long)T * N, 0, 1, &r);
+    fill_normal(x, (long)T * N, 0.5f, 2, &r);
+    fill_normal(xk, (long)T * K, 0, 1, &r);
+    for (int t = 0; t < T; t++) mean[t] = (float)br_rng_uniform(&r), rstd[t] = 0.5f + (float)br_rng_uniform(&r);
+    for (int c = 0; c < N; c++) gamma[c] = 1.0f;
+    float *want_b = alloc_f(N), *want_g = alloc_f(N);
+    for (int c = 0; c < N; c++)
+        for (int t = 0; t < T; t++) {
+            const float g = dy[(size_t)t * N + c], xv = x[(size_t)t * N + c];
+            want_b[c] += g;
+            want_g[c] += g * (xv - mean[t]) * rstd[t];
+        }
+    const int saved = omp_get_max_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        omp_set_num_threads(threads);
+        float *db = alloc_f(N), *dW = alloc_f((long)N * K), *dg = alloc_f(N), *dbeta = alloc_f(N);
+        float *dx = alloc_f((long)T * N);
+        br_linear_backward(NULL, dW, db, dy, xk, W, T, K, N, 0);
+        br_layernorm_backward(dx, dg, dbeta, dy, x, mean, rstd, gamma, T, N, 0);
+        assert_memory_equal(db, want_b, N * sizeof(float));
+        assert_memory_equal(dbeta, want_b, N * sizeof(float));
+        assert_memory_equal(dg, want_g, N * sizeof(float));
+        free(db), free(dW), free(dg), free(dbeta), free(dx);
+    }
+    omp_set_num_threads(saved);
+    free(dy), free(x), free(xk), free(W), free(mean), free(rstd), free(gamma), free(want_b), free(want_g);
+}
+
 /* ---- gelu ---- */
 
 typedef struct gelu_ctx {
@@ -630,6 +668,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_column_sums),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_gelu_values),
         cmocka_unit_test(test_dropout),
