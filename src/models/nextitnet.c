@@ -8,8 +8,10 @@
  * Convolutions are causal per sequence of the ragged batch: the taps that
  * reach before the sequence's first item read zeros, exactly as RecBole's
  * left ZeroPad2d in front of its (right-padded) real items. Each convolution
- * is one GEMM on an im2col buffer whose columns follow PyTorch's Conv2d
- * weight layout [out, in, 1, k], so the weight is used as it is stored. */
+ * is one GEMM on an im2col buffer in tap-major order (whole rows copied per
+ * tap); the weights, stored in PyTorch's Conv2d layout [out, in, 1, k], are
+ * permuted into that order for each forward pass, and their gradients
+ * permuted back. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,7 +47,8 @@ typedef struct nextitnet {
     float *buf;          /* one allocation for all activations and scratch */
     float **x;           /* n_layers + 1 residual streams: x[0] input, x[b + 1] block b output */
     ni_block_acts *acts;
-    float *col, *dcol;   /* [T, D * K] im2col of a convolution's input, and its gradient */
+    float *col, *dcol;   /* [T, K * D] im2col of a convolution's input, and its gradient */
+    float *w_tap, *dw_tap; /* [2 * n_layers][D, K * D]: conv weights in im2col's column order, gradient scratch */
     float *g_x, *g_t, *g_c; /* backward: stream, branch and pre-LN gradients */
     int32_t *seq_of;     /* sequence index of each token */
     /* state of the last forward */
@@ -153,7 +156,7 @@ static int ni_reserve(br_backbone *bb, int32_t max_tok, int32_t max_seq, br_erro
     return 0;
 }
 
-/* col[t, i*K + j] = x[t - (K-1-j)*dil, i], zero where that token is not in
+/* col[t, j*D + i] = x[t - (K-1-j)*dil, i], zero where that token is not in
  * t's sequence: tap K-1 is the token itself, tap 0 the furthest back, as
  * PyTorch's convolution over a left-padded input. */
 static void im2col(float *col, const float *x, const int32_t *seq_of, const int32_t *seq_off,
@@ -161,20 +164,16 @@ static void im2col(float *col, const float *x, const int32_t *seq_of, const int3
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < T; t++) {
         const int first = seq_off[seq_of[t]];
-        float *row = col + (size_t)t * D * NI_K;
         for (int j = 0; j < NI_K; j++) {
             const int src = t - (NI_K - 1 - j) * dil;
-            if (src < first) {
-                for (int i = 0; i < D; i++) row[i * NI_K + j] = 0.0f;
-            } else {
-                const float *xs = x + (size_t)src * D;
-                for (int i = 0; i < D; i++) row[i * NI_K + j] = xs[i];
-            }
+            float *dst = col + ((size_t)t * NI_K + j) * D;
+            if (src < first) memset(dst, 0, (size_t)D * sizeof(float));
+            else memcpy(dst, x + (size_t)src * D, (size_t)D * sizeof(float));
         }
     }
 }
 
-/* Adjoint of im2col: dx[u, i] (+)= sum_j dcol[u + (K-1-j)*dil, i*K + j] over
+/* Adjoint of im2col: dx[u, i] (+)= sum_j dcol[u + (K-1-j)*dil, j*D + i] over
  * the taps that stay in u's sequence. A gather per output row instead of a
  * scatter: parallel without races, and summed in a fixed order. */
 static void col2im(float *dx, const float *dcol, const int32_t *seq_of, const int32_t *seq_off,
@@ -187,10 +186,26 @@ static void col2im(float *dx, const float *dcol, const int32_t *seq_of, const in
         for (int j = 0; j < NI_K; j++) {
             const int t = u + (NI_K - 1 - j) * dil;
             if (t >= end) continue;
-            const float *dc = dcol + (size_t)t * D * NI_K + j;
-            for (int i = 0; i < D; i++) row[i] += dc[i * NI_K];
+            const float *dc = dcol + ((size_t)t * NI_K + j) * D;
+            for (int i = 0; i < D; i++) row[i] += dc[i];
         }
     }
+}
+
+/* w_tap[o, j*D + i] = w[o, i*K + j]: a Conv2d weight in im2col's order. */
+static void to_tap_major(float *w_tap, const float *w, int D) {
+    for (int o = 0; o < D; o++)
+        for (int i = 0; i < D; i++)
+            for (int j = 0; j < NI_K; j++)
+                w_tap[((size_t)o * NI_K + j) * D + i] = w[((size_t)o * D + i) * NI_K + j];
+}
+
+/* dw[o, i*K + j] += dw_tap[o, j*D + i]. */
+static void add_from_tap_major(float *dw, const float *dw_tap, int D) {
+    for (int o = 0; o < D; o++)
+        for (int i = 0; i < D; i++)
+            for (int j = 0; j < NI_K; j++)
+                dw[((size_t)o * D + i) * NI_K + j] += dw_tap[((size_t)o * NI_K + j) * D + i];
 }
 
 static void relu_inplace(float *x, long n) {
@@ -219,17 +234,22 @@ static void ni_forward(br_backbone *bb, const br_params *p, const br_tokens *tok
 
     memcpy(m->x[0], x_in, (size_t)TD * sizeof(float));
     br_dropout(m->x[0], TD, training ? bb->cfg.hidden_dropout : 0.0f, emb_dropout_key(key));
+    const size_t WK = (size_t)D * DK;
+    for (int b = 0; b < NB; b++) {
+        to_tap_major(m->w_tap + 2 * b * WK, br_pdata(p, m->blk[b].c1_w), D);
+        to_tap_major(m->w_tap + (2 * b + 1) * WK, br_pdata(p, m->blk[b].c2_w), D);
+    }
     for (int b = 0; b < NB; b++) {
         const ni_block_idx *bi = &m->blk[b];
         ni_block_acts *a = &m->acts[b];
         const int dil = ni_dilation[b % 2];
         im2col(m->col, m->x[b], m->seq_of, tok->seq_off, T, D, dil);
-        br_linear_forward(a->c1, m->col, br_pdata(p, bi->c1_w), br_pdata(p, bi->c1_b), T, DK, D);
+        br_linear_forward(a->c1, m->col, m->w_tap + 2 * b * WK, br_pdata(p, bi->c1_b), T, DK, D);
         br_layernorm_forward(a->a1, a->ln1_mean, a->ln1_rstd, a->c1, br_pdata(p, bi->ln1_w),
                              br_pdata(p, bi->ln1_b), T, D, NI_LN_EPS);
         relu_inplace(a->a1, TD);
         im2col(m->col, a->a1, m->seq_of, tok->seq_off, T, D, 2 * dil);
-        br_linear_forward(a->c2, m->col, br_pdata(p, bi->c2_w), br_pdata(p, bi->c2_b), T, DK, D);
+        br_linear_forward(a->c2, m->col, m->w_tap + (2 * b + 1) * WK, br_pdata(p, bi->c2_b), T, DK, D);
         br_layernorm_forward(a->a2, a->ln2_mean, a->ln2_rstd, a->c2, br_pdata(p, bi->ln2_w),
                              br_pdata(p, bi->ln2_b), T, D, NI_LN_EPS);
         float *xn = m->x[b + 1], *a2 = a->a2;
@@ -249,7 +269,9 @@ static void ni_backward(br_backbone *bb, br_params *p, const br_tokens *tok, con
     const int T = tok->n_tok, D = bb->cfg.dim, NB = bb->cfg.n_layers, DK = D * NI_K;
     const long TD = (long)T * D;
 
-    /* g_x: gradient w.r.t. the residual stream x[b + 1] on entry to block b. */
+    const size_t WK = (size_t)D * DK;
+    /* g_x: gradient w.r.t. the residual stream x[b + 1] on entry to block b.
+     * The convolutions' weights in tap order are the forward's (w_tap). */
     br_linear_backward(m->g_x, br_pgrad(p, m->fin_w), br_pgrad(p, m->fin_b), dout, m->x[NB],
                        br_pdata(p, m->fin_w), T, D, D, 0);
     for (int b = NB - 1; b >= 0; b--) {
@@ -262,15 +284,19 @@ static void ni_backward(br_backbone *bb, br_params *p, const br_tokens *tok, con
                               a->ln2_mean, a->ln2_rstd, br_pdata(p, bi->ln2_w), T, D, 0);
         /* The im2col of conv2's input is rebuilt rather than stored per block. */
         im2col(m->col, a->a1, m->seq_of, tok->seq_off, T, D, 2 * dil);
-        br_linear_backward(m->dcol, br_pgrad(p, bi->c2_w), br_pgrad(p, bi->c2_b), m->g_c, m->col,
-                           br_pdata(p, bi->c2_w), T, DK, D, 0);
+        memset(m->dw_tap, 0, WK * sizeof(float));
+        br_linear_backward(m->dcol, m->dw_tap, br_pgrad(p, bi->c2_b), m->g_c, m->col,
+                           m->w_tap + (2 * b + 1) * WK, T, DK, D, 0);
+        add_from_tap_major(br_pgrad(p, bi->c2_w), m->dw_tap, D);
         col2im(m->g_t, m->dcol, m->seq_of, tok->seq_off, T, D, 2 * dil, 0);
         relu_backward(m->g_t, m->g_t, a->a1, TD);
         br_layernorm_backward(m->g_c, br_pgrad(p, bi->ln1_w), br_pgrad(p, bi->ln1_b), m->g_t, a->c1,
                               a->ln1_mean, a->ln1_rstd, br_pdata(p, bi->ln1_w), T, D, 0);
         im2col(m->col, m->x[b], m->seq_of, tok->seq_off, T, D, dil);
-        br_linear_backward(m->dcol, br_pgrad(p, bi->c1_w), br_pgrad(p, bi->c1_b), m->g_c, m->col,
-                           br_pdata(p, bi->c1_w), T, DK, D, 0);
+        memset(m->dw_tap, 0, WK * sizeof(float));
+        br_linear_backward(m->dcol, m->dw_tap, br_pgrad(p, bi->c1_b), m->g_c, m->col,
+                           m->w_tap + 2 * b * WK, T, DK, D, 0);
+        add_from_tap_major(br_pgrad(p, bi->c1_w), m->dw_tap, D);
         col2im(m->g_x, m->dcol, m->seq_of, tok->seq_off, T, D, dil, 1);
     }
     /* Through g_x rather than dx_in directly, so dx_in may alias dout. */
@@ -286,6 +312,8 @@ static void ni_destroy(br_backbone *bb) {
     free(m->x);
     free(m->buf);
     free(m->seq_of);
+    free(m->w_tap);
+    free(m->dw_tap);
     free(m);
 }
 
@@ -318,7 +346,11 @@ br_backbone *br_nextitnet_create(const br_model_config *cfg, br_error *err) {
     m->blk = br_xcalloc((size_t)cfg->n_layers + 1, sizeof *m->blk, err);
     m->acts = br_xcalloc((size_t)cfg->n_layers + 1, sizeof *m->acts, err);
     m->x = br_xcalloc((size_t)cfg->n_layers + 1, sizeof *m->x, err);
-    if (!m->blk || !m->acts || !m->x) {
+    const size_t WK = (size_t)cfg->dim * cfg->dim * NI_K;
+    const size_t n_convs = cfg->n_layers > 0 ? 2 * (size_t)cfg->n_layers : 1; /* no zero-size allocation */
+    m->w_tap = br_xmalloc(n_convs * WK * sizeof(float), err);
+    m->dw_tap = br_xmalloc(WK * sizeof(float), err);
+    if (!m->blk || !m->acts || !m->x || !m->w_tap || !m->dw_tap) {
         ni_destroy(&m->base);
         return NULL;
     }
