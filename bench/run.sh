@@ -22,6 +22,7 @@ out=$(mktemp)
     echo '```'
     for th in 1 2; do
         "$B/bench/bench_sgemm" "$th"
+        "$B/bench/bench_ops" "$th"
         "$B/bench/bench_train" "$data" 3 "$th" stage1
         "$B/bench/bench_train" "$data" 2 "$th" stage2
     done

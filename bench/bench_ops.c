@@ -1,0 +1,104 @@
+/* Elementwise and reduction kernels of the training step alone (nn/ops.h),
+ * on the sizes a Beauty step gives them: 1,500 tokens (a SASRec batch's
+ * real positions) and 64,000 (an FMLP-Rec stage-2 batch, all 50 slots of
+ * 5 x 256 sequences), widths 64 (hidden) and 256 (FFN inner). Best of
+ * several repetitions, one JSON line per kernel and size:
+ *   gelu: br_gelu_forward, ns per element;
+ *   bias_grad: the column sum of br_linear_backward (with db minus
+ *     without; 1,500 rows only, where the GEMM's own time is steady enough
+ *     for the difference), microseconds;
+ *   layernorm_backward: br_layernorm_backward, microseconds.
+ * Usage: bench_ops [threads] */
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "nn/ops.h"
+
+void openblas_set_num_threads(int num_threads);
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static float *filled(long n, unsigned seed) {
+    float *p = malloc((size_t)n * sizeof *p);
+    if (!p) {
+        fprintf(stderr, "bench_ops: out of memory\n");
+        exit(1);
+    }
+    for (long i = 0; i < n; i++) p[i] = (float)((i * 7919 + seed) % 2000) / 500.0f - 2.0f;
+    return p;
+}
+
+static void bench_gelu(int threads, long n, int reps) {
+    float *x0 = filled(n, 1), *x = filled(n, 1), *y = filled(n, 2);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        for (long i = 0; i < n; i++) x[i] = x0[i];
+        const double t0 = now();
+        br_gelu_forward(y, x, n);
+        const double t = now() - t0;
+        if (t < best) best = t;
+    }
+    printf("{\"bench\": \"gelu\", \"threads\": %d, \"elements\": %ld, \"ns_per_element\": %.3f}\n", threads, n,
+           best / (double)n * 1e9);
+    free(x0), free(x), free(y);
+}
+
+static void bench_bias_grad(int threads, int T, int N, int reps) {
+    const int K = 64;
+    float *dy = filled((long)T * N, 3), *x = filled((long)T * K, 4), *W = filled((long)N * K, 5);
+    float *dW = filled((long)N * K, 6), *db = filled(N, 7);
+    double with = 1e30, without = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        br_linear_backward(NULL, dW, db, dy, x, W, T, K, N, 0);
+        const double a = now() - t0;
+        t0 = now();
+        br_linear_backward(NULL, dW, NULL, dy, x, W, T, K, N, 0);
+        const double b = now() - t0;
+        if (a < with) with = a;
+        if (b < without) without = b;
+    }
+    printf("{\"bench\": \"bias_grad\", \"threads\": %d, \"rows\": %d, \"cols\": %d, \"us\": %.1f}\n", threads, T, N,
+           (with - without) * 1e6);
+    free(dy), free(x), free(W), free(dW), free(db);
+}
+
+static void bench_layernorm_backward(int threads, int T, int D, int reps) {
+    float *x = filled((long)T * D, 8), *dy = filled((long)T * D, 9), *y = filled((long)T * D, 10);
+    float *dx = filled((long)T * D, 11), *mean = filled(T, 12), *rstd = filled(T, 13);
+    float *gamma = filled(D, 14), *beta = filled(D, 15), *dg = filled(D, 16), *db = filled(D, 17);
+    br_layernorm_forward(y, mean, rstd, x, gamma, beta, T, D, 1e-12f);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        const double t0 = now();
+        br_layernorm_backward(dx, dg, db, dy, x, mean, rstd, gamma, T, D, 0);
+        const double t = now() - t0;
+        if (t < best) best = t;
+    }
+    printf("{\"bench\": \"layernorm_backward\", \"threads\": %d, \"rows\": %d, \"cols\": %d, \"us\": %.1f}\n",
+           threads, T, D, best * 1e6);
+    free(x), free(dy), free(y), free(dx), free(mean), free(rstd), free(gamma), free(beta), free(dg), free(db);
+}
+
+int main(int argc, char **argv) {
+    const int threads = argc > 1 ? atoi(argv[1]) : omp_get_max_threads();
+    if (threads < 1) {
+        fprintf(stderr, "usage: bench_ops [threads >= 1]\n");
+        return 2;
+    }
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+    bench_gelu(threads, 1500L * 256, 50);
+    bench_gelu(threads, 64000L * 256, 5);
+    bench_bias_grad(threads, 1500, 64, 200);
+    bench_bias_grad(threads, 1500, 256, 200);
+    bench_layernorm_backward(threads, 1500, 64, 200);
+    bench_layernorm_backward(threads, 64000, 64, 10);
+    return 0;
+}
