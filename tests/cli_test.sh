@@ -109,7 +109,7 @@ before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")
 # An ICE variant of RM-HSAOCL trains its stage 1 with ICE in a directory of
 # its own; the BCE variant starts from BASRec's BCE stage 1.
 plain_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")
-RMH="--dataset beauty --method rm-hsaocl --seeds 1 --max-epochs 1 --data-dir $T/rd --runs-dir $T/rd/runs --results $T/rd/res.jsonl --no-progress"
+RMH="--dataset beauty --method rm-hsaocl --seeds 1 --max-epochs 2 --data-dir $T/rd --runs-dir $T/rd/runs --results $T/rd/res.jsonl --no-progress"
 "$BIN" reproduce $RMH --ablation no-crop >/dev/null \
     && "$BIN" reproduce $RMH --ablation bce >/dev/null \
     && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")" = "$plain_before" ] \
@@ -121,6 +121,15 @@ RMH="--dataset beauty --method rm-hsaocl --seeds 1 --max-epochs 1 --data-dir $T/
     && [ ! -e "$T/rd/runs/beauty-sasrec-plain-bce-s1" ] \
     && ok "reproduce runs RM-HSAOCL variants on their loss's stage 1" \
     || ko "reproduce runs RM-HSAOCL variants on their loss's stage 1"
+# A run made under other settings (here another epoch cap) is neither
+# reused nor resumed: the error names the run and the setting.
+msg=$("$BIN" reproduce $REPRO --max-epochs 3 2>&1 >/dev/null)
+rc=$?
+[ "$rc" -ne 0 ] && echo "$msg" | grep -q "beauty-sasrec-plain-s1 was made with at most 2 epochs, planned 3" \
+    && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")" = "$plain_before" ] \
+    && [ "$(wc -l <"$T/rd/res.jsonl")" -eq 4 ] \
+    && ok "reproduce refuses a run made with other settings" \
+    || ko "reproduce refuses a run made with other settings ($msg)"
 
 # Under a preset, BASRec's stage 1 takes the plain recipe (SASRec: dropout
 # 0.5) and stage 2 the preset's dropout (0.1); an explicit --dropout sets both.

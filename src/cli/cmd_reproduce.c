@@ -1,7 +1,8 @@
 /* basrec reproduce: one named configuration of the papers' tables (dataset,
  * backbone, method, ablation) over several seeds. Each seed's run lives in
  * its own directory and is skipped when finished or resumed when
- * interrupted; the stage 1 of BASRec and RM-HSAOCL is the plain run of the
+ * interrupted, provided its checkpoint says it was made with the same
+ * configuration; the stage 1 of BASRec and RM-HSAOCL is the plain run of the
  * same seed and loss, shared by every variant with that loss. The mean
  * and standard deviation of the test metrics are appended to a results file
  * as one JSON line. */
@@ -17,6 +18,7 @@
 #include "cli/cli.h"
 #include "eval/rank.h"
 #include "models/model.h"
+#include "train/checkpoint.h"
 #include "util/fileio.h"
 
 #define MAX_SEEDS 32
@@ -94,12 +96,68 @@ static int read_test_metrics(const char *dir, br_metrics *m, br_error *err) {
     return rc;
 }
 
+/* Fails when the run in dir (its last.safetensors) was made with another
+ * configuration than the plan's, naming the first setting that differs:
+ * a run left by an older preset or another --max-epochs must not be
+ * reused or resumed as if it were the planned one. */
+static int check_same_plan(const br_dataset *ds, const br_model_config *mc,
+                           const br_train_config *tc, const char *dir, br_error *err) {
+    char path[8500];
+    if (snprintf(path, sizeof path, "%s/last.safetensors", dir) >= (int)sizeof path)
+        return br_errorf(err, "%s: path too long", dir);
+    br_model m;
+    memset(&m, 0, sizeof m);
+    br_train_config got;
+    br_train_state st;
+    if (br_checkpoint_load(path, &m, ds, 1, &got, &st, err) < 0) return -1;
+    const br_model_config *c = &m.cfg;
+    const br_basrec_config *a = &got.basrec, *b = &tc->basrec;
+    char diff[160] = "";
+#define DIFF(cond, ...) \
+    if (!diff[0] && (cond)) snprintf(diff, sizeof diff, __VA_ARGS__)
+    DIFF(strcmp(c->model, mc->model) != 0, "model %s, planned %s", c->model, mc->model);
+    DIFF(c->dim != mc->dim, "hidden size %d, planned %d", c->dim, mc->dim);
+    DIFF(c->n_layers != mc->n_layers, "%d layers, planned %d", c->n_layers, mc->n_layers);
+    DIFF(c->n_heads != mc->n_heads, "%d heads, planned %d", c->n_heads, mc->n_heads);
+    DIFF(c->max_len != mc->max_len, "max length %d, planned %d", c->max_len, mc->max_len);
+    DIFF(c->hidden_dropout != mc->hidden_dropout || c->attn_dropout != mc->attn_dropout,
+         "dropout %g/%g, planned %g/%g", c->hidden_dropout, c->attn_dropout, mc->hidden_dropout, mc->attn_dropout);
+    DIFF(c->run_padding != mc->run_padding, "run padding %d, planned %d", c->run_padding, mc->run_padding);
+    DIFF(got.batch_size != tc->batch_size, "batch size %d, planned %d", got.batch_size, tc->batch_size);
+    DIFF(got.epochs != tc->epochs, "at most %d epochs, planned %d", got.epochs, tc->epochs);
+    DIFF(got.patience != tc->patience, "patience %d, planned %d", got.patience, tc->patience);
+    DIFF(got.start_valid != tc->start_valid, "first validation at epoch %d, planned %d", got.start_valid,
+         tc->start_valid);
+    DIFF(got.lr != tc->lr || got.weight_decay != tc->weight_decay, "lr %g, weight decay %g, planned %g, %g",
+         got.lr, got.weight_decay, tc->lr, tc->weight_decay);
+    DIFF(got.seed != tc->seed, "seed %llu, planned %llu", (unsigned long long)got.seed,
+         (unsigned long long)tc->seed);
+    DIFF(got.use_basrec != tc->use_basrec, "method %s, planned %s", got.use_basrec ? "basrec" : "plain",
+         tc->use_basrec ? "basrec" : "plain");
+    DIFF(got.loss.kind != tc->loss.kind, "loss %s, planned %s", br_loss_name(got.loss.kind),
+         br_loss_name(tc->loss.kind));
+    DIFF(tc->use_basrec && (a->alpha != b->alpha || a->rate_min != b->rate_min || a->rate_max != b->rate_max ||
+                            a->n_pairs != b->n_pairs || a->n_whole_level != b->n_whole_level),
+         "other augmentation settings (beta, rates, pairs, mixes)");
+    DIFF(tc->use_basrec && (a->single_seq != b->single_seq || a->cross_seq != b->cross_seq ||
+                            a->adaptive_weight != b->adaptive_weight || a->nonlinear != b->nonlinear ||
+                            a->operators != b->operators || a->weight_form != b->weight_form ||
+                            a->mix_pad != b->mix_pad || a->crop_align != b->crop_align),
+         "other augmentation modules or operators");
+#undef DIFF
+    br_model_free(&m);
+    if (diff[0])
+        return br_errorf(err, "%s was made with %s; remove it or choose another --runs-dir", dir, diff);
+    return 0;
+}
+
 /* Runs (or resumes, or skips) one run directory; its per-epoch metrics are
  * appended to DIR/metrics.jsonl. */
 static int ensure_run(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
                       const char *dir, const char *init_from, int progress, br_error *err) {
-    if (cli_file_exists(dir, "result.json")) return 0;
-    const int resume = cli_file_exists(dir, "last.safetensors");
+    const int done = cli_file_exists(dir, "result.json"), resume = cli_file_exists(dir, "last.safetensors");
+    if (resume && check_same_plan(ds, mc, tc, dir, err) < 0) return -1;
+    if (done) return 0;
     if (progress) fprintf(stderr, "%s %s\n", resume ? "resuming" : "running", dir);
     if (br_mkdir_p(dir, err) < 0) return -1;
     char path[8500];
