@@ -24,21 +24,30 @@ static void thread_columns(int N, int *lo, int *hi) {
     if (*hi > N) *hi = N;
 }
 
-/* acc[j] += sum over rows t0 .. t1-1 of x[t, c0 + j], j < w. Called with a
- * literal w for full blocks: the fixed trip count keeps the partial sums
- * in vector registers. */
-static inline void colsum_block(float *acc, const float *x, int t0, int t1, int N, int c0, int w) {
+/* acc[j] += sum over rows t0 .. t1-1 of g[t, c0 + j], j < w, each term
+ * times xhat = (x[t, c0 + j] - mean[t]) * rstd[t] when x is given (the
+ * LayerNorm gain's gradient). Called with a literal w for full blocks:
+ * the fixed trip count keeps the partial sums in vector registers. */
+static inline void colsum_block(float *acc, const float *g, const float *x, const float *mean,
+                                const float *rstd, int t0, int t1, int N, int c0, int w) {
     float a[64];
     for (int j = 0; j < w; j++) a[j] = acc[j];
     for (int t = t0; t < t1; t++) {
-        const float *row = x + (size_t)t * N + c0;
-        for (int j = 0; j < w; j++) a[j] += row[j];
+        const float *gr = g + (size_t)t * N + c0;
+        if (x) {
+            const float *xr = x + (size_t)t * N + c0, m = mean[t], r = rstd[t];
+            for (int j = 0; j < w; j++) a[j] += gr[j] * (xr[j] - m) * r;
+        } else {
+            for (int j = 0; j < w; j++) a[j] += gr[j];
+        }
     }
     for (int j = 0; j < w; j++) acc[j] = a[j];
 }
 
-/* out[n] += sum_t x[t, n]. */
-static void colsum_acc(float *out, const float *x, int T, int N) {
+/* out[n] += sum_t g[t, n] (x NULL), or sum_t g[t, n] * xhat[t, n] as in
+ * colsum_block. */
+static void column_sums(float *out, const float *g, const float *x, const float *mean,
+                        const float *rstd, int T, int N) {
     enum { BLOCK = 64 };
 #pragma omp parallel
     {
@@ -51,8 +60,8 @@ static void colsum_acc(float *out, const float *x, int T, int N) {
                 const int t1 = T - t0 < ROW_TILE ? T : t0 + ROW_TILE;
                 for (int c0 = b0; c0 < b1; c0 += BLOCK) {
                     float *a = acc + (c0 - b0);
-                    if (b1 - c0 >= BLOCK) colsum_block(a, x, t0, t1, N, c0, BLOCK);
-                    else colsum_block(a, x, t0, t1, N, c0, b1 - c0);
+                    if (b1 - c0 >= BLOCK) colsum_block(a, g, x, mean, rstd, t0, t1, N, c0, BLOCK);
+                    else colsum_block(a, g, x, mean, rstd, t0, t1, N, c0, b1 - c0);
                 }
             }
             for (int c = b0; c < b1; c++) out[c] += acc[c - b0];
@@ -78,7 +87,7 @@ void br_linear_backward(float *dx, float *dW, float *db, const float *dy, const 
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, W, K,
                     accumulate_dx ? 1.0f : 0.0f, dx, K);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dW, K);
-    if (db) colsum_acc(db, dy, T, N);
+    if (db) column_sums(db, dy, NULL, NULL, NULL, T, N);
 }
 
 void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
@@ -106,24 +115,6 @@ void br_layernorm_forward(float *y, float *mean, float *rstd, const float *x,
     }
 }
 
-/* The LayerNorm parameter gradients over rows t0 .. t1-1 of columns
- * c0 + j, j < w, as colsum_block: sg[j] += sum dy * xhat, sb[j] += sum dy. */
-static inline void layernorm_param_block(float *sg, float *sb, const float *dy, const float *x,
-                                         const float *mean, const float *rstd, int t0, int t1,
-                                         int D, int c0, int w) {
-    float ag[32], ab[32];
-    for (int j = 0; j < w; j++) ag[j] = sg[j], ab[j] = sb[j];
-    for (int t = t0; t < t1; t++) {
-        const float *g = dy + (size_t)t * D + c0, *xr = x + (size_t)t * D + c0;
-        const float m = mean[t], r = rstd[t];
-        for (int j = 0; j < w; j++) {
-            ag[j] += g[j] * (xr[j] - m) * r;
-            ab[j] += g[j];
-        }
-    }
-    for (int j = 0; j < w; j++) sg[j] = ag[j], sb[j] = ab[j];
-}
-
 void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                            const float *x, const float *mean, const float *rstd,
                            const float *gamma, int T, int D, int accumulate_dx) {
@@ -148,29 +139,8 @@ void br_layernorm_backward(float *dx, float *dgamma, float *dbeta, const float *
             dxr[d] = accumulate_dx ? dxr[d] + v : v;
         }
     }
-    /* Parameter gradients: columns and row tiles as in colsum_acc. */
-    enum { BLOCK = 32 };
-#pragma omp parallel
-    {
-        int lo, hi;
-        thread_columns(D, &lo, &hi);
-        for (int b0 = lo; b0 < hi; b0 += 4 * BLOCK) {
-            const int b1 = hi - b0 < 4 * BLOCK ? hi : b0 + 4 * BLOCK;
-            float sg[4 * BLOCK] = {0}, sb[4 * BLOCK] = {0};
-            for (int t0 = 0; t0 < T; t0 += ROW_TILE) {
-                const int t1 = T - t0 < ROW_TILE ? T : t0 + ROW_TILE;
-                for (int c0 = b0; c0 < b1; c0 += BLOCK) {
-                    float *g = sg + (c0 - b0), *bb = sb + (c0 - b0);
-                    if (b1 - c0 >= BLOCK) layernorm_param_block(g, bb, dy, x, mean, rstd, t0, t1, D, c0, BLOCK);
-                    else layernorm_param_block(g, bb, dy, x, mean, rstd, t0, t1, D, c0, b1 - c0);
-                }
-            }
-            for (int c = b0; c < b1; c++) {
-                dgamma[c] += sg[c - b0];
-                dbeta[c] += sb[c - b0];
-            }
-        }
-    }
+    column_sums(dgamma, dy, x, mean, rstd, T, D);
+    column_sums(dbeta, dy, NULL, NULL, NULL, T, D);
 }
 
 /* Phi(v) = erfc(-v / sqrt 2) / 2 through erfcx of a = |v| / sqrt 2, which
