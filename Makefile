@@ -16,7 +16,7 @@ BLAS_LIBS   := $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas
 ifeq ($(SAN),1)
 BUILD   ?= build-san
 SANFLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-OPT      = -O1 -g
+OPT      = -O1 -g $(SIMD)
 else
 BUILD   ?= build
 SANFLAGS =

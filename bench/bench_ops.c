@@ -7,7 +7,11 @@
  *   bias_grad: the column sum of br_linear_backward (with db minus
  *     without; 1,500 rows only, where the GEMM's own time is steady enough
  *     for the difference), microseconds;
- *   layernorm_backward: br_layernorm_backward, microseconds.
+ *   layernorm_backward: br_layernorm_backward, microseconds;
+ *   linear: br_linear_forward (with bias) and the input gradient of
+ *     br_linear_backward (with dW, minus dW alone), GFLOP/s, at SASRec's
+ *     four shapes (64 -> 192 QKV, 64 -> 64, 64 -> 256 -> 64 FFN) for
+ *     1,500 rows (stage 1) and 7,500 (stage 2's stacked batch).
  * Usage: bench_ops [threads] */
 #include <omp.h>
 #include <stdio.h>
@@ -86,6 +90,31 @@ static void bench_layernorm_backward(int threads, int T, int D, int reps) {
     free(x), free(dy), free(y), free(dx), free(mean), free(rstd), free(gamma), free(beta), free(dg), free(db);
 }
 
+static void bench_linear(int threads, int T, int K, int N, int reps) {
+    float *x = filled((long)T * K, 18), *W = filled((long)N * K, 19), *b = filled(N, 20);
+    float *y = filled((long)T * N, 21), *dx = filled((long)T * K, 22), *dW = filled((long)N * K, 23);
+    double fwd = 1e30, with = 1e30, without = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        br_linear_forward(y, x, W, b, T, K, N);
+        const double f = now() - t0;
+        t0 = now();
+        br_linear_backward(dx, dW, NULL, y, x, W, T, K, N, 0);
+        const double a = now() - t0;
+        t0 = now();
+        br_linear_backward(NULL, dW, NULL, y, x, W, T, K, N, 0);
+        const double c = now() - t0;
+        if (f < fwd) fwd = f;
+        if (a < with) with = a;
+        if (c < without) without = c;
+    }
+    const double gflop = 2.0 * T * K * N * 1e-9;
+    printf("{\"bench\": \"linear\", \"threads\": %d, \"rows\": %d, \"in\": %d, \"out\": %d, "
+           "\"forward_gflops\": %.1f, \"backward_dx_gflops\": %.1f}\n",
+           threads, T, K, N, gflop / fwd, gflop / (with - without));
+    free(x), free(W), free(b), free(y), free(dx), free(dW);
+}
+
 int main(int argc, char **argv) {
     const int threads = argc > 1 ? atoi(argv[1]) : omp_get_max_threads();
     if (threads < 1) {
@@ -100,5 +129,8 @@ int main(int argc, char **argv) {
     bench_bias_grad(threads, 1500, 256, 200);
     bench_layernorm_backward(threads, 1500, 64, 200);
     bench_layernorm_backward(threads, 64000, 64, 10);
+    static const int shapes[][2] = {{64, 192}, {64, 64}, {64, 256}, {256, 64}};
+    for (int rows = 1500; rows <= 7500; rows += 6000)
+        for (int i = 0; i < 4; i++) bench_linear(threads, rows, shapes[i][0], shapes[i][1], 50);
     return 0;
 }

@@ -207,6 +207,77 @@ static void test_linear(void **state) {
     free(dx), free(dW), free(db), free(dx2), free(dW2), free(db2), free(want);
 }
 
+/* The linear layer's products (src/nn/gemm.c: register tiles of 6 rows by
+ * 16 columns, row chunks, a packed weight; BLAS past its size limits) on
+ * shapes that cross every tile edge: each output against its sum in
+ * double, within the worst-case float rounding of K terms; and, where the
+ * tiled kernels run, bit-identical at 1 and 2 threads. */
+static void test_linear_products(void **state) {
+    static const int Ts[] = {1, 5, 7, 101, 400};
+    static const int Ks[] = {1, 3, 64, 70, 256};
+    static const int Ns[] = {1, 5, 8, 9, 16, 17, 64, 200};
+    br_rng r;
+    br_rng_seed(&r, 23, 0);
+    const int saved = omp_get_max_threads();
+    for (size_t ti = 0; ti < sizeof Ts / sizeof *Ts; ti++)
+        for (size_t ki = 0; ki < sizeof Ks / sizeof *Ks; ki++)
+            for (size_t ni = 0; ni < sizeof Ns / sizeof *Ns; ni++) {
+                const int T = Ts[ti], K = Ks[ki], N = Ns[ni];
+                const long TK = (long)T * K, TN = (long)T * N, NK = (long)N * K;
+                float *x = alloc_f(TK), *W = alloc_f(NK), *b = alloc_f(N), *dy = alloc_f(TN);
+                fill_normal(x, TK, 0, 1, &r);
+                fill_normal(W, NK, 0, 1, &r);
+                fill_normal(b, N, 0, 1, &r);
+                fill_normal(dy, TN, 0, 1, &r);
+                float *dx_before = alloc_f(TK); /* what accumulate mode adds to */
+                fill_normal(dx_before, TK, 0, 1, &r);
+                const double eps = (double)K * 6e-8;
+                float *y[2], *dx[2];
+                for (int threads = 1; threads <= 2; threads++) {
+                    omp_set_num_threads(threads);
+                    float *yt = y[threads - 1] = alloc_f(TN), *dxt = dx[threads - 1] = alloc_f(TK);
+                    float *dW = alloc_f(NK), *y0 = alloc_f(TN);
+                    br_linear_forward(yt, x, W, b, T, K, N);
+                    br_linear_forward(y0, x, W, NULL, T, K, N);
+                    memcpy(dxt, dx_before, (size_t)TK * sizeof(float));
+                    br_linear_backward(dxt, dW, NULL, dy, x, W, T, K, N, 1);
+                    for (int t = 0; t < T; t++)
+                        for (int n = 0; n < N; n++) {
+                            double sum = 0, mag = 0;
+                            for (int k = 0; k < K; k++) {
+                                const double term = (double)x[(long)t * K + k] * W[(long)n * K + k];
+                                sum += term, mag += fabs(term);
+                            }
+                            const long i = (long)t * N + n;
+                            assert_true(fabs(y0[i] - sum) <= eps * mag + 1e-30);
+                            assert_true(fabs(yt[i] - (sum + b[n])) <= eps * (mag + fabs(b[n])) + 1e-30);
+                        }
+                    for (int t = 0; t < T; t++)
+                        for (int k = 0; k < K; k++) {
+                            const long i = (long)t * K + k;
+                            double sum = dx_before[i], mag = fabs(dx_before[i]);
+                            for (int n = 0; n < N; n++) {
+                                const double term = (double)dy[(long)t * N + n] * W[(long)n * K + k];
+                                sum += term, mag += fabs(term);
+                            }
+                            assert_true(fabs(dxt[i] - sum) <= (double)(N + 1) * 6e-8 * mag + 1e-30);
+                        }
+                    free(dW), free(y0);
+                }
+#if defined(__AVX2__) && defined(__FMA__)
+                /* Within the kernels' limits (a weight of at most 16K floats
+                 * padded to 16 columns, 64K read in place), results do not
+                 * depend on the thread count. */
+                if ((long)K * ((N + 15) / 16 * 16) <= 16384)
+                    assert_memory_equal(y[0], y[1], (size_t)TN * sizeof(float));
+                assert_memory_equal(dx[0], dx[1], (size_t)TK * sizeof(float));
+#endif
+                free(x), free(W), free(b), free(dy), free(dx_before);
+                free(y[0]), free(y[1]), free(dx[0]), free(dx[1]);
+            }
+    omp_set_num_threads(saved);
+}
+
 /* ---- layernorm ---- */
 
 typedef struct ln_ctx {
@@ -667,6 +738,7 @@ static void test_model(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear),
+        cmocka_unit_test(test_linear_products),
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_column_sums),
         cmocka_unit_test(test_gelu),

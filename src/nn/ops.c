@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "nn/fastmath.h"
+#include "nn/gemm.h"
 #include "nn/ops.h"
 #include "util/rng.h"
 
@@ -71,21 +72,13 @@ static void column_sums(float *out, const float *g, const float *x, const float 
 
 void br_linear_forward(float *y, const float *x, const float *W, const float *b,
                        int T, int K, int N) {
-    if (T == 0) return;
-    if (b) {
-#pragma omp parallel for schedule(static)
-        for (int t = 0; t < T; t++) memcpy(y + (size_t)t * N, b, (size_t)N * sizeof(float));
-    }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, N, K, 1.0f, x, K, W, K,
-                b ? 1.0f : 0.0f, y, N);
+    br_gemm_xwt(y, x, W, b, T, K, N);
 }
 
 void br_linear_backward(float *dx, float *dW, float *db, const float *dy, const float *x,
                         const float *W, int T, int K, int N, int accumulate_dx) {
     if (T == 0) return;
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, K, N, 1.0f, dy, N, W, K,
-                    accumulate_dx ? 1.0f : 0.0f, dx, K);
+    if (dx) br_gemm_nn(dx, dy, W, T, N, K, accumulate_dx);
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, N, K, T, 1.0f, dy, N, x, K, 1.0f, dW, K);
     if (db) column_sums(db, dy, NULL, NULL, NULL, T, N);
 }
