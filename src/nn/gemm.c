@@ -128,7 +128,7 @@ static void tile(int mr, int nr, int K, const float *a, ptrdiff_t rs, ptrdiff_t 
 
 /* Rows per chunk of the long operand: a multiple of MR. */
 static int chunk_rows(int K) {
-    const int rows = CHUNK_FLOATS / K / MR * MR;
+    const int rows = K > 0 ? CHUNK_FLOATS / K / MR * MR : MR;
     return rows > MR ? rows : MR;
 }
 
