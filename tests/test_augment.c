@@ -602,6 +602,13 @@ static void test_draws_deterministic(void **state) {
         assert_true(br_rng_beta(&r1, 0.4, 0.4) == br_rng_beta(&r2, 0.4, 0.4));
         assert_true(br_rng_gamma(&r1, 0.7) == br_rng_gamma(&r2, 0.7));
     }
+    /* A distribution made once draws what br_rng_beta draws, shape by shape. */
+    static const double shapes[][2] = {{0.4, 0.4}, {0.2, 1.5}, {2.0, 3.0}, {1e-3, 1e-3}};
+    for (int k = 0; k < 4; k++) {
+        const br_beta_dist dist = br_beta_dist_make(shapes[k][0], shapes[k][1]);
+        for (int i = 0; i < 1000; i++)
+            assert_true(br_beta_draw(&r1, &dist) == br_rng_beta(&r2, shapes[k][0], shapes[k][1]));
+    }
 }
 
 int main(void) {

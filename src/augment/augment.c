@@ -219,34 +219,53 @@ void br_aug_mask(int32_t *seq, int32_t n, float rate, int32_t mask_item, br_rng 
     while ((p = next_selected(rng, n, &t, &k)) >= 0) seq[p] = mask_item;
 }
 
+br_gamma_dist br_gamma_dist_make(double shape) {
+    br_gamma_dist g = {.boost_shape = shape < 1.0 ? shape : 0.0};
+    if (shape < 1.0) shape += 1.0;
+    g.d = shape - 1.0 / 3.0;
+    g.c = 1.0 / sqrt(9.0 * g.d);
+    g.log_d = log(g.d);
+    return g;
+}
+
 /* log of a Gamma(shape, 1) draw. Marsaglia & Tsang (2000) for shape >= 1;
  * below 1, Gamma(a) = Gamma(a + 1) * U^(1/a), kept in logs because U^(1/a)
  * underflows to 0 for small a. */
-static double log_gamma_draw(br_rng *rng, double shape) {
+static double log_gamma_draw(br_rng *rng, const br_gamma_dist *g) {
     double boost = 0.0;
-    if (shape < 1.0) {
-        /* 1 - U is in (0, 1], so the log is finite unless 1/a overflows. */
-        boost = log1p(-br_rng_uniform(rng)) / shape;
-        shape += 1.0;
-    }
-    double d = shape - 1.0 / 3.0, c = 1.0 / sqrt(9.0 * d);
+    /* 1 - U is in (0, 1], so the log is finite unless 1/a overflows. */
+    if (g->boost_shape > 0.0) boost = log1p(-br_rng_uniform(rng)) / g->boost_shape;
+    const double d = g->d, c = g->c;
     for (;;) {
         double x = br_rng_normal(rng), v = 1.0 + c * x;
         if (v <= 0.0) continue;
         v = v * v * v;
         double u = br_rng_uniform(rng), x2 = x * x;
         if (u < 1.0 - 0.0331 * x2 * x2 || log(u) < 0.5 * x2 + d * (1.0 - v + log(v)))
-            return log(d) + log(v) + boost;
+            return g->log_d + log(v) + boost;
     }
 }
 
-double br_rng_gamma(br_rng *rng, double shape) { return exp(log_gamma_draw(rng, shape)); }
+double br_rng_gamma(br_rng *rng, double shape) {
+    const br_gamma_dist g = br_gamma_dist_make(shape);
+    return exp(log_gamma_draw(rng, &g));
+}
 
-double br_rng_beta(br_rng *rng, double a, double b) {
-    double lx = log_gamma_draw(rng, a), ly = log_gamma_draw(rng, b);
+br_beta_dist br_beta_dist_make(double a, double b) {
+    return (br_beta_dist){br_gamma_dist_make(a), br_gamma_dist_make(b), a, b};
+}
+
+double br_beta_draw(br_rng *rng, const br_beta_dist *dist) {
+    double lx = log_gamma_draw(rng, &dist->x), ly = log_gamma_draw(rng, &dist->y);
     /* Both draws are 0 only for absurdly small shapes (log U / a overflows):
      * the limit of Beta(a, b) there is Bernoulli(a / (a + b)). */
-    if (isinf(lx) && isinf(ly)) return br_rng_uniform(rng) * (a + b) < a ? 1.0 : 0.0;
+    if (isinf(lx) && isinf(ly))
+        return br_rng_uniform(rng) * (dist->a + dist->b) < dist->a ? 1.0 : 0.0;
     /* X / (X + Y) = 1 / (1 + Y / X), from the logs without underflow. */
     return 1.0 / (1.0 + exp(ly - lx));
+}
+
+double br_rng_beta(br_rng *rng, double a, double b) {
+    const br_beta_dist dist = br_beta_dist_make(a, b);
+    return br_beta_draw(rng, &dist);
 }

@@ -41,6 +41,19 @@ void br_aug_mask(int32_t *seq, int32_t n, float rate, int32_t mask_item, br_rng 
 
 /* Beta(a, b) draw, a, b > 0, correct for small shape parameters (< 1). */
 double br_rng_beta(br_rng *rng, double a, double b);
+/* The same draws with the per-shape constants computed once: the mixes
+ * draw tens of thousands of weights per batch from one Beta(a, a). */
+typedef struct br_gamma_dist {
+    double boost_shape; /* the shape when below 1 (drawn as shape + 1), else 0 */
+    double d, c, log_d; /* Marsaglia-Tsang's constants */
+} br_gamma_dist;
+typedef struct br_beta_dist {
+    br_gamma_dist x, y;
+    double a, b;
+} br_beta_dist;
+br_gamma_dist br_gamma_dist_make(double shape);
+br_beta_dist br_beta_dist_make(double a, double b);
+double br_beta_draw(br_rng *rng, const br_beta_dist *dist);
 /* Gamma(shape, 1) draw, shape > 0 (Marsaglia-Tsang, with the shape < 1
  * boost; may underflow to 0 for tiny shapes, which br_rng_beta avoids). */
 double br_rng_gamma(br_rng *rng, double shape);

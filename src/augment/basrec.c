@@ -392,7 +392,7 @@ typedef enum { MIX_ITEM, MIX_FEATURE, MIX_LINEAR } mix_kind;
 /* Draws the permutation and the mixing weights of one cross-sequence mix. */
 static void draw_mix(br_basrec *bs, const br_batch *plain, mix_kind kind, uint64_t key) {
     const int32_t B = plain->n_seq, D = bs->m->cfg.dim;
-    const float a = bs->cfg.alpha;
+    const br_beta_dist lam = br_beta_dist_make(bs->cfg.alpha, bs->cfg.alpha);
     br_rng r;
     br_rng_seed(&r, key, 0);
     for (int32_t s = 0; s < B; s++) bs->perm[s] = s;
@@ -403,11 +403,11 @@ static void draw_mix(br_basrec *bs, const br_batch *plain, mix_kind kind, uint64
         br_rng_seed(&rs, key, 1 + (uint64_t)s);
         if (kind == MIX_ITEM)
             for (int32_t t = bs->seq_off[s] + bs->n_pad[s]; t < bs->seq_off[s + 1]; t++)
-                bs->mix_w[t] = (float)br_rng_beta(&rs, a, a);
+                bs->mix_w[t] = (float)br_beta_draw(&rs, &lam);
         else if (kind == MIX_FEATURE)
-            for (int32_t d = 0; d < D; d++) bs->mix_w[(size_t)s * D + d] = (float)br_rng_beta(&rs, a, a);
+            for (int32_t d = 0; d < D; d++) bs->mix_w[(size_t)s * D + d] = (float)br_beta_draw(&rs, &lam);
         else
-            bs->mix_w[s] = (float)br_rng_beta(&rs, a, a);
+            bs->mix_w[s] = (float)br_beta_draw(&rs, &lam);
     }
 }
 
