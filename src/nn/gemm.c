@@ -17,7 +17,6 @@
 #define PACK_MAX 16384
 #define INPLACE_MAX 65536
 
-
 /* BLAS for the shapes these kernels are not for. */
 static void blas_xwt(float *y, const float *x, const float *W, const float *b, int T, int K,
                      int N) {
