@@ -219,7 +219,7 @@ void br_aug_mask(int32_t *seq, int32_t n, float rate, int32_t mask_item, br_rng 
     while ((p = next_selected(rng, n, &t, &k)) >= 0) seq[p] = mask_item;
 }
 
-br_gamma_dist br_gamma_dist_make(double shape) {
+static br_gamma_dist gamma_dist_make(double shape) {
     br_gamma_dist g = {.boost_shape = shape < 1.0 ? shape : 0.0};
     if (shape < 1.0) shape += 1.0;
     g.d = shape - 1.0 / 3.0;
@@ -247,12 +247,12 @@ static double log_gamma_draw(br_rng *rng, const br_gamma_dist *g) {
 }
 
 double br_rng_gamma(br_rng *rng, double shape) {
-    const br_gamma_dist g = br_gamma_dist_make(shape);
+    const br_gamma_dist g = gamma_dist_make(shape);
     return exp(log_gamma_draw(rng, &g));
 }
 
 br_beta_dist br_beta_dist_make(double a, double b) {
-    return (br_beta_dist){br_gamma_dist_make(a), br_gamma_dist_make(b), a, b};
+    return (br_beta_dist){gamma_dist_make(a), gamma_dist_make(b), a, b};
 }
 
 double br_beta_draw(br_rng *rng, const br_beta_dist *dist) {

@@ -51,7 +51,6 @@ typedef struct br_beta_dist {
     br_gamma_dist x, y;
     double a, b;
 } br_beta_dist;
-br_gamma_dist br_gamma_dist_make(double shape);
 br_beta_dist br_beta_dist_make(double a, double b);
 double br_beta_draw(br_rng *rng, const br_beta_dist *dist);
 /* Gamma(shape, 1) draw, shape > 0 (Marsaglia-Tsang, with the shape < 1

@@ -40,8 +40,7 @@ static void blas_nn(float *c, const float *a, const float *w, int T, int K, int 
 typedef enum { START_ZERO, START_ROW, START_C } start_from;
 
 /* C[r, j] = start + sum_k A[r, k] B[k, j] for r < mr, j < NR (full) or the
- * lanes set in m0/m1, with A[r, k] at a[r * rs + k * cs] and B's row k at
- * b + k * ldb. start: 0, the row vector `row`, or C itself. Instantiated
+ * lanes set in m0/m1, with A's rows lda apart and B's row k at b + k * ldb. start: 0, the row vector `row`, or C itself. Instantiated
  * with literal mr and full; the accumulators are named variables, not an
  * array, which GCC would keep on the stack. */
 #define LOAD8(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
@@ -62,7 +61,7 @@ typedef enum { START_ZERO, START_ROW, START_C } start_from;
     }
 #define ROW_STEP(r)                                                                          \
     if (mr > r) {                                                                            \
-        const __m256 av = _mm256_broadcast_ss(ak + r * rs);                                  \
+        const __m256 av = _mm256_broadcast_ss(ak + r * lda);                                  \
         c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                          \
         c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                          \
     }
@@ -75,7 +74,7 @@ typedef enum { START_ZERO, START_ROW, START_C } start_from;
 
 static inline __attribute__((always_inline)) void micro(const int mr, const int full, __m256i m0,
                                                         __m256i m1, int K, const float *a,
-                                                        ptrdiff_t rs, ptrdiff_t cs, const float *b,
+                                                        ptrdiff_t lda, const float *b,
                                                         ptrdiff_t ldb, float *c, ptrdiff_t ldc,
                                                         start_from start, const float *row) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0;
@@ -87,7 +86,7 @@ static inline __attribute__((always_inline)) void micro(const int mr, const int 
            c40 = s0, c41 = s0, c50 = s0, c51 = s0;
     ALL_ROWS(ROW_INIT)
     for (int k = 0; k < K; k++) {
-        const float *bk = b + k * ldb, *ak = a + k * cs;
+        const float *bk = b + k * ldb, *ak = a + k;
         const __m256 b0 = LOAD8(bk, m0), b1 = LOAD8(bk + 8, m1);
         ALL_ROWS(ROW_STEP)
     }
@@ -102,18 +101,17 @@ static inline __attribute__((always_inline)) void micro(const int mr, const int 
 
 #define MICRO_ROWS(full)                                                                     \
     switch (mr) {                                                                            \
-    case 6: micro(6, full, m0, m1, K, a, rs, cs, b, ldb, c, ldc, start, row); break;         \
-    case 5: micro(5, full, m0, m1, K, a, rs, cs, b, ldb, c, ldc, start, row); break;         \
-    case 4: micro(4, full, m0, m1, K, a, rs, cs, b, ldb, c, ldc, start, row); break;         \
-    case 3: micro(3, full, m0, m1, K, a, rs, cs, b, ldb, c, ldc, start, row); break;         \
-    case 2: micro(2, full, m0, m1, K, a, rs, cs, b, ldb, c, ldc, start, row); break;         \
-    default: micro(1, full, m0, m1, K, a, rs, cs, b, ldb, c, ldc, start, row); break;        \
+    case 6: micro(6, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
+    case 5: micro(5, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
+    case 4: micro(4, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
+    case 3: micro(3, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
+    case 2: micro(2, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
+    default: micro(1, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;        \
     }
 
 /* One mr x nr tile (mr <= MR, nr <= NR) of C. */
-static void tile(int mr, int nr, int K, const float *a, ptrdiff_t rs, ptrdiff_t cs,
-                 const float *b, ptrdiff_t ldb, float *c, ptrdiff_t ldc, start_from start,
-                 const float *row) {
+static void tile(int mr, int nr, int K, const float *a, ptrdiff_t lda, const float *b,
+                 ptrdiff_t ldb, float *c, ptrdiff_t ldc, start_from start, const float *row) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr), lane);
     const __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(nr - 8), lane);
@@ -129,6 +127,25 @@ static void tile(int mr, int nr, int K, const float *a, ptrdiff_t rs, ptrdiff_t 
 static int chunk_rows(int K) {
     const int rows = K > 0 ? CHUNK_FLOATS / K / MR * MR : MR;
     return rows > MR ? rows : MR;
+}
+
+/* C[T x N] = start + A[T x K] B[K x N]: B's column block jb (NR columns)
+ * starts at b + jb * b_block, its rows ldb apart; row, for START_ROW, is
+ * added to every row of C. */
+static void rows_times_blocks(float *c, const float *a, const float *b, ptrdiff_t b_block,
+                              ptrdiff_t ldb, int T, int K, int N, start_from start,
+                              const float *row) {
+    const int n_blocks = (N + NR - 1) / NR, mc = chunk_rows(K);
+#pragma omp parallel for schedule(static)
+    for (int i0 = 0; i0 < T; i0 += mc) {
+        const int i1 = T - i0 < mc ? T : i0 + mc;
+        for (int jb = 0; jb < n_blocks; jb++) {
+            const int nr = N - jb * NR < NR ? N - jb * NR : NR;
+            for (int i = i0; i < i1; i += MR)
+                tile(i1 - i < MR ? i1 - i : MR, nr, K, a + (size_t)i * K, K, b + jb * b_block,
+                     ldb, c + (size_t)i * N + jb * NR, N, start, row ? row + jb * NR : NULL);
+        }
+    }
 }
 
 void br_gemm_xwt(float *y, const float *x, const float *W, const float *b, int T, int K,
@@ -147,18 +164,8 @@ void br_gemm_xwt(float *y, const float *x, const float *W, const float *b, int T
                 const int j = jb * NR + jj;
                 panel[((size_t)jb * K + k) * NR + jj] = j < N ? W[(size_t)j * K + k] : 0.0f;
             }
-    const int mc = chunk_rows(K);
-#pragma omp parallel for schedule(static)
-    for (int i0 = 0; i0 < T; i0 += mc) {
-        const int i1 = T - i0 < mc ? T : i0 + mc;
-        for (int jb = 0; jb < n_blocks; jb++) {
-            const int nr = N - jb * NR < NR ? N - jb * NR : NR;
-            for (int i = i0; i < i1; i += MR)
-                tile(i1 - i < MR ? i1 - i : MR, nr, K, x + (size_t)i * K, K, 1,
-                     panel + (size_t)jb * K * NR, NR, y + (size_t)i * N + jb * NR, N,
-                     b ? START_ROW : START_ZERO, b ? b + jb * NR : NULL);
-        }
-    }
+    rows_times_blocks(y, x, panel, (ptrdiff_t)K * NR, NR, T, K, N, b ? START_ROW : START_ZERO,
+                      b);
 }
 
 void br_gemm_nn(float *c, const float *a, const float *w, int T, int K, int N, int accumulate) {
@@ -167,18 +174,7 @@ void br_gemm_nn(float *c, const float *a, const float *w, int T, int K, int N, i
         blas_nn(c, a, w, T, K, N, accumulate);
         return;
     }
-    const int n_blocks = (N + NR - 1) / NR;
-    const int mc = chunk_rows(K);
-#pragma omp parallel for schedule(static)
-    for (int i0 = 0; i0 < T; i0 += mc) {
-        const int i1 = T - i0 < mc ? T : i0 + mc;
-        for (int jb = 0; jb < n_blocks; jb++) {
-            const int nr = N - jb * NR < NR ? N - jb * NR : NR;
-            for (int i = i0; i < i1; i += MR)
-                tile(i1 - i < MR ? i1 - i : MR, nr, K, a + (size_t)i * K, K, 1, w + jb * NR, N,
-                     c + (size_t)i * N + jb * NR, N, accumulate ? START_C : START_ZERO, NULL);
-        }
-    }
+    rows_times_blocks(c, a, w, NR, N, T, K, N, accumulate ? START_C : START_ZERO, NULL);
 }
 
 #else /* no AVX2/FMA: BLAS for everything */
