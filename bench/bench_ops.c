@@ -11,9 +11,16 @@
  *   linear: br_linear_forward (with bias) and the input gradient of
  *     br_linear_backward (with dW, minus dW alone), GFLOP/s, at SASRec's
  *     four shapes (64 -> 192 QKV, 64 -> 64, 64 -> 256 -> 64 FFN) for
- *     1,500 rows (stage 1) and 7,500 (stage 2's stacked batch).
+ *     1,500 rows (stage 1) and 7,500 (stage 2's stacked batch);
+ *   attention: br_attention_forward and br_attention_backward (causal,
+ *     probability dropout 0.1), GFLOP/s counted as bench_train counts them
+ *     (4 D per query-key pair forward, twice that backward), D = 64, 2
+ *     heads, over 256 sequences (a stage-1 batch) and 1,280 (stage 2's five
+ *     copies) whose lengths follow Beauty's (mean 5.7, mean square 78).
  * Usage: bench_ops [threads] */
+#include <math.h>
 #include <omp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
@@ -115,6 +122,61 @@ static void bench_linear(int threads, int T, int K, int N, int reps) {
     free(x), free(W), free(b), free(y), free(dx), free(dW);
 }
 
+/* Sequence lengths 1 + floor(-6 ln u), capped at 50: mean 6.6, mean
+ * square 78, about those of Beauty's training inputs (5.7 and 78). */
+static int32_t *beauty_like_offsets(int n_seq) {
+    int32_t *off = malloc((size_t)(n_seq + 1) * sizeof *off);
+    if (!off) {
+        fprintf(stderr, "bench_ops: out of memory\n");
+        exit(1);
+    }
+    uint64_t state = 12345;
+    off[0] = 0;
+    for (int s = 0; s < n_seq; s++) {
+        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+        const double u = ((double)(state >> 11) + 0.5) / 9007199254740992.0;
+        int n = 1 + (int)(-6.0 * log(u));
+        off[s + 1] = off[s] + (n > 50 ? 50 : n);
+    }
+    return off;
+}
+
+static void bench_attention(int threads, int n_seq, int reps) {
+    const int D = 64, H = 2;
+    int32_t *off = beauty_like_offsets(n_seq);
+    const int T = off[n_seq];
+    int64_t *att_off = malloc((size_t)(n_seq + 1) * sizeof *att_off);
+    double pairs = 0.0;
+    int max_n = 0;
+    for (int s = 0; s < n_seq; s++) {
+        const int n = off[s + 1] - off[s];
+        pairs += 0.5 * n * (n + 1);
+        if (n > max_n) max_n = n;
+    }
+    br_attention_offsets(att_off, off, n_seq, H);
+    float *qkv = filled((long)T * 3 * D, 24), *ctx = filled((long)T * D, 25);
+    float *dctx = filled((long)T * D, 26), *dqkv = filled((long)T * 3 * D, 27);
+    float *probs = filled(att_off[n_seq], 28);
+    float *scratch = filled((long)max_n * threads, 29);
+    double fwd = 1e30, bwd = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = now();
+        br_attention_forward(ctx, probs, qkv, off, NULL, att_off, n_seq, D, H, 0.1f, (uint64_t)r);
+        const double f = now() - t0;
+        t0 = now();
+        br_attention_backward(dqkv, dctx, probs, qkv, off, NULL, att_off, n_seq, D, H, 0.1f, (uint64_t)r,
+                              scratch, threads);
+        const double b = now() - t0;
+        if (f < fwd) fwd = f;
+        if (b < bwd) bwd = b;
+    }
+    const double gflop = 4.0 * D * pairs * 1e-9;
+    printf("{\"bench\": \"attention\", \"threads\": %d, \"sequences\": %d, \"tokens\": %d, "
+           "\"forward_gflops\": %.1f, \"backward_gflops\": %.1f, \"forward_us\": %.0f, \"backward_us\": %.0f}\n",
+           threads, n_seq, T, gflop / fwd, 2.0 * gflop / bwd, fwd * 1e6, bwd * 1e6);
+    free(off), free(att_off), free(qkv), free(ctx), free(dctx), free(dqkv), free(probs), free(scratch);
+}
+
 int main(int argc, char **argv) {
     const int threads = argc > 1 ? atoi(argv[1]) : omp_get_max_threads();
     if (threads < 1) {
@@ -132,5 +194,7 @@ int main(int argc, char **argv) {
     static const int shapes[][2] = {{64, 192}, {64, 64}, {64, 256}, {256, 64}};
     for (int rows = 1500; rows <= 7500; rows += 6000)
         for (int i = 0; i < 4; i++) bench_linear(threads, rows, shapes[i][0], shapes[i][1], 50);
+    bench_attention(threads, 256, 200);
+    bench_attention(threads, 1280, 50);
     return 0;
 }
