@@ -499,8 +499,13 @@ int cmd_serve(int argc, char **argv) {
     s.rec.max_k = MAX_K;
     s.rec.exclude_seen = 1;
 
+    /* poll(), not MHD_USE_AUTO's epoll on Linux: quiescing an epoll daemon
+     * whose own threads poll races with them for the removal of the listen
+     * socket from the epoll set, and libmicrohttpd aborts the process when
+     * it loses ("Failed to remove listen FD from epoll set", seen on
+     * SIGTERM under load). With poll() quiescing only signals the workers. */
     unsigned flags =
-        MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+        MHD_USE_POLL | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC | MHD_USE_ERROR_LOG;
     /* One thread is MHD's internal polling thread itself, not a pool. */
     struct MHD_OptionItem pool[] = {{MHD_OPTION_THREAD_POOL_SIZE, threads, NULL},
                                     {MHD_OPTION_END, 0, NULL}};
