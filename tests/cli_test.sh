@@ -130,6 +130,21 @@ rc=$?
     && [ "$(wc -l <"$T/rd/res.jsonl")" -eq 4 ] \
     && ok "reproduce refuses a run made with other settings" \
     || ko "reproduce refuses a run made with other settings ($msg)"
+# Another weight form is a variant in runs of its own, from the same stage 1,
+# and the summary says which weights it used; the table's own form adds no
+# suffix.
+ce_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-ce-s1/result.json")
+"$BIN" reproduce $RMH --ablation no-crop --weight-form batch >/dev/null \
+    && "$BIN" reproduce $RMH --ablation no-crop --weight-form sequence >/dev/null \
+    && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-ce-s1/result.json")" = "$ce_before" ] \
+    && [ -s "$T/rd/runs/beauty-sasrec-rm-hsaocl-no-crop-batch-weights-s1/result.json" ] \
+    && [ ! -e "$T/rd/runs/beauty-sasrec-rm-hsaocl-no-crop-sequence-weights-s1" ] \
+    && [ "$(grep -c '"ablation": "no-crop", "weights": "batch"' "$T/rd/res.jsonl")" -eq 1 ] \
+    && [ "$(grep -c '"ablation": "no-crop", "weights": "sequence"' "$T/rd/res.jsonl")" -eq 2 ] \
+    && ok "reproduce --weight-form: a variant of its own over the same stage 1" \
+    || ko "reproduce --weight-form: a variant of its own over the same stage 1"
+"$BIN" reproduce $RMH --weight-form columns >/dev/null 2>&1
+[ $? -eq 2 ] && ok "reproduce rejects an unknown --weight-form" || ko "reproduce rejects an unknown --weight-form"
 
 # Under a preset, BASRec's stage 1 takes the plain recipe (SASRec: dropout
 # 0.5) and stage 2 the preset's dropout (0.1); an explicit --dropout sets both.

@@ -183,13 +183,16 @@ static void write_stat(FILE *fp, const char *name, const double *v, int n) {
 }
 
 /* Appends one JSON line: the configuration and mean/std/runs per metric. */
+/* weights: the adaptive weights' form, NULL for plain training. */
 static int append_summary(const char *path, const char *dataset, const char *model,
-                          const char *method, const char *abl, const uint64_t *seeds, int n,
-                          const br_metrics *m, br_error *err) {
+                          const char *method, const char *abl, const char *weights,
+                          const uint64_t *seeds, int n, const br_metrics *m, br_error *err) {
     FILE *fp = fopen(path, "a");
     if (!fp) return br_errorf(err, "%s: cannot open for appending", path);
-    fprintf(fp, "{\"dataset\": \"%s\", \"model\": \"%s\", \"method\": \"%s\", \"ablation\": \"%s\", \"seeds\": [",
+    fprintf(fp, "{\"dataset\": \"%s\", \"model\": \"%s\", \"method\": \"%s\", \"ablation\": \"%s\", ",
             dataset, model, method, abl);
+    if (weights) fprintf(fp, "\"weights\": \"%s\", ", weights);
+    fprintf(fp, "\"seeds\": [");
     for (int i = 0; i < n; i++) fprintf(fp, "%s%llu", i ? ", " : "", (unsigned long long)seeds[i]);
     fprintf(fp, "], \"test\": {");
     double v[MAX_SEEDS];
@@ -220,7 +223,8 @@ typedef struct run_plan {
     const ablation *abl; /* NULL for plain */
     const char *runs_dir, *dataset, *model;
     int progress;
-    int32_t max_epochs; /* 0: the preset's */
+    int32_t max_epochs;  /* 0: the preset's */
+    const char *weights; /* --weight-form when it is not the table's, else NULL */
 } run_plan;
 
 /* A softmax loss (ICE and its variants) trains both stages with that loss
@@ -233,7 +237,7 @@ static int softmax_stage1(const run_plan *rp) {
 }
 
 /* RUNS/<dataset>-<model>-plain[-<loss>]-s<seed> (stage1 set, or a plain
- * plan), or RUNS/<dataset>-<model>-<method>[-<ablation>]-s<seed>. */
+ * plan), or RUNS/<dataset>-<model>-<method>[-<ablation>][-<form>-weights]-s<seed>. */
 static void run_dir(const run_plan *rp, uint64_t seed, int stage1, char *out, size_t n) {
     if ((stage1 || !rp->abl) && softmax_stage1(rp))
         snprintf(out, n, "%s/%s-%s-plain-%s-s%llu", rp->runs_dir, rp->dataset, rp->model,
@@ -241,12 +245,14 @@ static void run_dir(const run_plan *rp, uint64_t seed, int stage1, char *out, si
     else if (stage1 || !rp->abl)
         snprintf(out, n, "%s/%s-%s-plain-s%llu", rp->runs_dir, rp->dataset, rp->model,
                  (unsigned long long)seed);
-    else if (rp->abl == &rp->meth->ablations[0])
-        snprintf(out, n, "%s/%s-%s-%s-s%llu", rp->runs_dir, rp->dataset, rp->model, rp->meth->name,
-                 (unsigned long long)seed);
-    else
-        snprintf(out, n, "%s/%s-%s-%s-%s-s%llu", rp->runs_dir, rp->dataset, rp->model, rp->meth->name,
-                 rp->abl->name, (unsigned long long)seed);
+    else {
+        char abl[64] = "", weights[64] = "";
+        if (strcmp(rp->abl->name, rp->meth->ablations[0].name) != 0)
+            snprintf(abl, sizeof abl, "-%s", rp->abl->name);
+        if (rp->weights) snprintf(weights, sizeof weights, "-%s-weights", rp->weights);
+        snprintf(out, n, "%s/%s-%s-%s%s%s-s%llu", rp->runs_dir, rp->dataset, rp->model, rp->meth->name,
+                 abl, weights, (unsigned long long)seed);
+    }
 }
 
 /* Trains whatever one seed still lacks: the plain run (stage 1), then the
@@ -288,7 +294,7 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
 int cmd_reproduce(int argc, char **argv) {
     const char *dataset = "beauty", *model = "sasrec", *method_name = "basrec", *abl_name = "none",
                *seeds_arg = "1,2,3", *data_dir = "../shared/data", *runs_dir = "runs",
-               *results = "runs/results.jsonl";
+               *results = "runs/results.jsonl", *weights_arg = NULL;
     int32_t threads = 0, jobs = 1, max_epochs = 0;
     int no_progress = 0, help;
     opt_spec specs[] = {
@@ -298,6 +304,8 @@ int cmd_reproduce(int argc, char **argv) {
         {"ablation", OPT_STR, &abl_name,
          "basrec: none, no-ssa, no-weight, no-csa, linear, joint; "
          "rm-hsaocl: none, no-crop, no-mask, no-crop-mask, bce, last-ce, focal", 0},
+        {"weight-form", OPT_STR, &weights_arg,
+         "adaptive weights, batch or sequence (default: basrec batch, rm-hsaocl sequence)", 0},
         {"seeds", OPT_STR, &seeds_arg, "comma-separated seeds", 0},
         {"data-dir", OPT_STR, &data_dir, "directory with the dataset files", 0},
         {"runs-dir", OPT_STR, &runs_dir, "directory for the runs", 0},
@@ -312,7 +320,8 @@ int cmd_reproduce(int argc, char **argv) {
     if (help) {
         args_print_help("usage: basrec reproduce --dataset beauty --model sasrec --method basrec --seeds 1,2,3\n\n"
                         "Trains each seed of a configuration with the dataset's preset (or picks up\n"
-                        "its finished or interrupted run in RUNS/<dataset>-<model>-<method>[-<ablation>]-s<seed>),\n"
+                        "its finished or interrupted run in\n"
+                        "RUNS/<dataset>-<model>-<method>[-<ablation>][-<form>-weights]-s<seed>),\n"
                         "then appends the mean and std of the test metrics to the results file.",
                         specs);
         return 0;
@@ -335,6 +344,22 @@ int cmd_reproduce(int argc, char **argv) {
     if (meth->ablations ? !abl : strcmp(abl_name, "none") != 0) {
         fprintf(stderr, "basrec reproduce: unknown ablation '%s' of %s (see --help)\n", abl_name, meth->name);
         return 2;
+    }
+    /* Another weight form: the variant with it, in runs of its own. */
+    ablation custom;
+    const char *weights_dir = NULL;
+    if (weights_arg) {
+        br_weight_form form;
+        if (!abl || br_weight_form_parse(weights_arg, &form) < 0) {
+            fprintf(stderr, "basrec reproduce: --weight-form must be batch or sequence, with basrec or rm-hsaocl\n");
+            return 2;
+        }
+        if (form != abl->weight_form) {
+            custom = *abl;
+            custom.weight_form = form;
+            abl = &custom;
+            weights_dir = br_weight_form_name(form);
+        }
     }
     uint64_t seeds[MAX_SEEDS];
     int n_seeds = 0;
@@ -378,7 +403,7 @@ int cmd_reproduce(int argc, char **argv) {
         br_dataset_free(&ds);
         return 2;
     }
-    run_plan plan = {&ds, &mc, p, meth, abl, runs_dir, dataset, model, progress, max_epochs};
+    run_plan plan = {&ds, &mc, p, meth, abl, runs_dir, dataset, model, progress, max_epochs, weights_dir};
     br_metrics m[MAX_SEEDS];
     int rc = 0;
     if (jobs == 1) {
@@ -423,7 +448,9 @@ int cmd_reproduce(int argc, char **argv) {
         rc = read_test_metrics(dir, &m[i], &err);
     }
     const char *abl_label = abl ? abl->name : "none";
-    if (rc == 0) rc = append_summary(results, dataset, model, meth->name, abl_label, seeds, n_seeds, m, &err);
+    const char *weights = abl ? br_weight_form_name(abl->weight_form) : NULL;
+    if (rc == 0)
+        rc = append_summary(results, dataset, model, meth->name, abl_label, weights, seeds, n_seeds, m, &err);
     br_dataset_free(&ds);
     if (rc < 0) return cli_fail("reproduce", &err);
     printf("%s %s %s %s: test NDCG@10", dataset, model, meth->name, abl_label);
