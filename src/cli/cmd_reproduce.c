@@ -182,8 +182,8 @@ static void write_stat(FILE *fp, const char *name, const double *v, int n) {
     fprintf(fp, "]}");
 }
 
-/* Appends one JSON line: the configuration and mean/std/runs per metric. */
-/* weights: the adaptive weights' form, NULL for plain training. */
+/* Appends one JSON line: the configuration (weights: the adaptive weights'
+ * form, NULL for plain training) and mean/std/runs per metric. */
 static int append_summary(const char *path, const char *dataset, const char *model,
                           const char *method, const char *abl, const char *weights,
                           const uint64_t *seeds, int n, const br_metrics *m, br_error *err) {
@@ -453,7 +453,8 @@ int cmd_reproduce(int argc, char **argv) {
         rc = append_summary(results, dataset, model, meth->name, abl_label, weights, seeds, n_seeds, m, &err);
     br_dataset_free(&ds);
     if (rc < 0) return cli_fail("reproduce", &err);
-    printf("%s %s %s %s: test NDCG@10", dataset, model, meth->name, abl_label);
+    printf("%s %s %s %s%s%s: test NDCG@10", dataset, model, meth->name, abl_label,
+           weights_dir ? ", weights " : "", weights_dir ? weights_dir : "");
     double mean = 0;
     for (int i = 0; i < n_seeds; i++) mean += m[i].ndcg[1];
     printf(" %.4f, HR@10", mean / n_seeds);
