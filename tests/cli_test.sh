@@ -156,6 +156,13 @@ dropout_of() { head -c 20000 "$1" | grep -a -o '"hidden_dropout_prob":"[0-9.]*"'
     && [ "$(dropout_of "$T/pr2/best.safetensors")" = "0.300000012" ] \
     && ok "preset: plain recipe for stage 1, preset dropout for stage 2" \
     || ko "preset: plain recipe for stage 1, preset dropout for stage 2"
+# FMLP-Rec's plain recipe validates from the first epoch.
+"$BIN" train $TRAIN --out "$T/fm" --model fmlprec --preset beauty --epochs 1 >/dev/null \
+    && head -c 20000 "$T/fm/last.safetensors" | grep -aq '"start_valid":"0"' \
+    && "$BIN" train $TRAIN --out "$T/gm" --model gru4rec --preset beauty --epochs 1 >/dev/null \
+    && head -c 20000 "$T/gm/last.safetensors" | grep -aq '"start_valid":"100"' \
+    && ok "preset: FMLP-Rec validates from epoch 0, GRU4Rec from 100" \
+    || ko "preset: FMLP-Rec validates from epoch 0, GRU4Rec from 100"
 
 # GRU4Rec run over the padding: the option travels with the checkpoint.
 "$BIN" train $TRAIN --out "$T/grp" --model gru4rec --run-padding >"$T/grp.json" \
