@@ -16,7 +16,7 @@
  *     probability dropout 0.1), GFLOP/s counted as bench_train counts them
  *     (4 D per query-key pair forward, twice that backward), D = 64, 2
  *     heads, over 256 sequences (a stage-1 batch) and 1,280 (stage 2's five
- *     copies) whose lengths follow Beauty's (mean 5.7, mean square 78).
+ *     copies) with lengths like Beauty's (beauty_like_offsets).
  * Usage: bench_ops [threads] */
 #include <math.h>
 #include <omp.h>
@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "nn/ops.h"
+#include "util/rng.h"
 
 void openblas_set_num_threads(int num_threads);
 
@@ -35,12 +36,17 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static float *filled(long n, unsigned seed) {
-    float *p = malloc((size_t)n * sizeof *p);
+static void *checked_malloc(size_t bytes) {
+    void *p = malloc(bytes);
     if (!p) {
         fprintf(stderr, "bench_ops: out of memory\n");
         exit(1);
     }
+    return p;
+}
+
+static float *filled(long n, unsigned seed) {
+    float *p = checked_malloc((size_t)n * sizeof *p);
     for (long i = 0; i < n; i++) p[i] = (float)((i * 7919 + seed) % 2000) / 500.0f - 2.0f;
     return p;
 }
@@ -122,21 +128,16 @@ static void bench_linear(int threads, int T, int K, int N, int reps) {
     free(x), free(W), free(b), free(y), free(dx), free(dW);
 }
 
-/* Sequence lengths 1 + floor(-6 ln u), capped at 50: mean 6.6, mean
- * square 78, about those of Beauty's training inputs (5.7 and 78). */
+/* Sequence lengths 1 + floor(-6 ln u), capped at 50: mean about 6.5,
+ * mean square about 78, near those of Beauty's training inputs (5.7, 78). */
 static int32_t *beauty_like_offsets(int n_seq) {
-    int32_t *off = malloc((size_t)(n_seq + 1) * sizeof *off);
-    if (!off) {
-        fprintf(stderr, "bench_ops: out of memory\n");
-        exit(1);
-    }
-    uint64_t state = 12345;
+    int32_t *off = checked_malloc((size_t)(n_seq + 1) * sizeof *off);
+    br_rng r;
+    br_rng_seed(&r, 12345, 0);
     off[0] = 0;
     for (int s = 0; s < n_seq; s++) {
-        state = state * 6364136223846793005ULL + 1442695040888963407ULL;
-        const double u = ((double)(state >> 11) + 0.5) / 9007199254740992.0;
-        int n = 1 + (int)(-6.0 * log(u));
-        off[s + 1] = off[s] + (n > 50 ? 50 : n);
+        const double n = 1.0 + floor(-6.0 * log1p(-br_rng_uniform(&r))); /* 1 - u in (0, 1] */
+        off[s + 1] = off[s] + (n > 50.0 ? 50 : (int32_t)n);
     }
     return off;
 }
@@ -145,7 +146,7 @@ static void bench_attention(int threads, int n_seq, int reps) {
     const int D = 64, H = 2;
     int32_t *off = beauty_like_offsets(n_seq);
     const int T = off[n_seq];
-    int64_t *att_off = malloc((size_t)(n_seq + 1) * sizeof *att_off);
+    int64_t *att_off = checked_malloc((size_t)(n_seq + 1) * sizeof *att_off);
     double pairs = 0.0;
     int max_n = 0;
     for (int s = 0; s < n_seq; s++) {

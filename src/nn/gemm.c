@@ -40,9 +40,10 @@ static void blas_nn(float *c, const float *a, const float *w, int T, int K, int 
 typedef enum { START_ZERO, START_ROW, START_C } start_from;
 
 /* C[r, j] = start + sum_k A[r, k] B[k, j] for r < mr, j < NR (full) or the
- * lanes set in m0/m1, with A's rows lda apart and B's row k at b + k * ldb. start: 0, the row vector `row`, or C itself. Instantiated
- * with literal mr and full; the accumulators are named variables, not an
- * array, which GCC would keep on the stack. */
+ * lanes set in m0/m1, with A's rows lda apart and B's row k at b + k * ldb.
+ * start: 0, the row vector `row`, or C itself. Instantiated with literal mr
+ * and full; the accumulators are named variables, not an array, which GCC
+ * would keep on the stack. */
 #define LOAD8(p, m) (full ? _mm256_loadu_ps(p) : _mm256_maskload_ps((p), (m)))
 #define STORE8(p, m, v)                                                                      \
     do {                                                                                     \
@@ -61,7 +62,7 @@ typedef enum { START_ZERO, START_ROW, START_C } start_from;
     }
 #define ROW_STEP(r)                                                                          \
     if (mr > r) {                                                                            \
-        const __m256 av = _mm256_broadcast_ss(ak + r * lda);                                  \
+        const __m256 av = _mm256_broadcast_ss(ak + r * lda);                                 \
         c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                                          \
         c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1);                                          \
     }
@@ -101,12 +102,12 @@ static inline __attribute__((always_inline)) void micro(const int mr, const int 
 
 #define MICRO_ROWS(full)                                                                     \
     switch (mr) {                                                                            \
-    case 6: micro(6, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
-    case 5: micro(5, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
-    case 4: micro(4, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
-    case 3: micro(3, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
-    case 2: micro(2, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;         \
-    default: micro(1, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;        \
+    case 6: micro(6, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;            \
+    case 5: micro(5, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;            \
+    case 4: micro(4, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;            \
+    case 3: micro(3, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;            \
+    case 2: micro(2, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;            \
+    default: micro(1, full, m0, m1, K, a, lda, b, ldb, c, ldc, start, row); break;           \
     }
 
 /* One mr x nr tile (mr <= MR, nr <= NR) of C. */
