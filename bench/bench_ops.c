@@ -8,8 +8,9 @@
  *     without; 1,500 rows only, where the GEMM's own time is steady enough
  *     for the difference), microseconds;
  *   layernorm_backward: br_layernorm_backward, microseconds;
- *   linear: br_linear_forward (with bias) and the input gradient of
- *     br_linear_backward (with dW, minus dW alone), GFLOP/s, at SASRec's
+ *   linear: br_linear_forward (with bias), the input gradient of
+ *     br_linear_backward (with dW, minus dW alone) and its weight gradient
+ *     (dW alone), GFLOP/s, at SASRec's
  *     four shapes (64 -> 192 QKV, 64 -> 64, 64 -> 256 -> 64 FFN) for
  *     1,500 rows (stage 1) and 7,500 (stage 2's stacked batch);
  *   attention: br_attention_forward and br_attention_backward (causal,
@@ -123,8 +124,8 @@ static void bench_linear(int threads, int T, int K, int N, int reps) {
     }
     const double gflop = 2.0 * T * K * N * 1e-9;
     printf("{\"bench\": \"linear\", \"threads\": %d, \"rows\": %d, \"in\": %d, \"out\": %d, "
-           "\"forward_gflops\": %.1f, \"backward_dx_gflops\": %.1f}\n",
-           threads, T, K, N, gflop / fwd, gflop / (with - without));
+           "\"forward_gflops\": %.1f, \"backward_dx_gflops\": %.1f, \"backward_dw_gflops\": %.1f}\n",
+           threads, T, K, N, gflop / fwd, gflop / (with - without), gflop / without);
     free(x), free(W), free(b), free(y), free(dx), free(dW);
 }
 
