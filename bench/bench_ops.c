@@ -10,9 +10,9 @@
  *   layernorm_backward: br_layernorm_backward, microseconds;
  *   linear: br_linear_forward (with bias), the input gradient of
  *     br_linear_backward (with dW, minus dW alone) and its weight gradient
- *     (dW alone), GFLOP/s, at SASRec's
- *     four shapes (64 -> 192 QKV, 64 -> 64, 64 -> 256 -> 64 FFN) for
- *     1,500 rows (stage 1) and 7,500 (stage 2's stacked batch);
+ *     (dW alone), GFLOP/s, at SASRec's four shapes (64 -> 192 QKV,
+ *     64 -> 64, 64 -> 256 -> 64 FFN) for 1,500 rows (stage 1) and 7,500
+ *     (stage 2's stacked batch);
  *   attention: br_attention_forward and br_attention_backward (causal,
  *     probability dropout 0.1), GFLOP/s counted as bench_train counts them
  *     (4 D per query-key pair forward, twice that backward), D = 64, 2
