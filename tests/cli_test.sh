@@ -147,15 +147,20 @@ ce_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-ce-s1/result.json")
 [ $? -eq 2 ] && ok "reproduce rejects an unknown --weight-form" || ko "reproduce rejects an unknown --weight-form"
 
 # Under a preset, BASRec's stage 1 takes the plain recipe (SASRec: dropout
-# 0.5) and stage 2 the preset's dropout (0.1); an explicit --dropout sets both.
+# 0.5, lr 3e-4) and stage 2 the preset's dropout (0.1) and the reference's
+# lr (1e-3); an explicit --dropout or --lr sets both stages.
 dropout_of() { head -c 20000 "$1" | grep -a -o '"hidden_dropout_prob":"[0-9.]*"' | cut -d'"' -f4; }
+lr_of() { head -c 20000 "$1" | grep -a -o '"lr":"[0-9.e-]*"' | cut -d'"' -f4; }
 "$BIN" train $TRAIN --out "$T/pr" --preset beauty --method basrec --epochs 1 --stage1-epochs 1 >/dev/null \
     && [ "$(dropout_of "$T/pr/stage1/best.safetensors")" = "0.5" ] \
+    && [ "$(lr_of "$T/pr/stage1/last.safetensors")" = "0.000300000014" ] \
     && [ "$(dropout_of "$T/pr/best.safetensors")" = "0.100000001" ] \
-    && "$BIN" train $TRAIN --out "$T/pr2" --preset beauty --epochs 1 --dropout 0.3 >/dev/null \
+    && [ "$(lr_of "$T/pr/last.safetensors")" = "0.00100000005" ] \
+    && "$BIN" train $TRAIN --out "$T/pr2" --preset beauty --epochs 1 --dropout 0.3 --lr 0.002 >/dev/null \
     && [ "$(dropout_of "$T/pr2/best.safetensors")" = "0.300000012" ] \
-    && ok "preset: plain recipe for stage 1, preset dropout for stage 2" \
-    || ko "preset: plain recipe for stage 1, preset dropout for stage 2"
+    && [ "$(lr_of "$T/pr2/last.safetensors")" = "0.00200000009" ] \
+    && ok "preset: plain recipe for stage 1, preset dropout and lr for stage 2" \
+    || ko "preset: plain recipe for stage 1, preset dropout and lr for stage 2"
 # FMLP-Rec's plain recipe validates from the first epoch.
 "$BIN" train $TRAIN --out "$T/fm" --model fmlprec --preset beauty --epochs 1 >/dev/null \
     && head -c 20000 "$T/fm/last.safetensors" | grep -aq '"start_valid":"0"' \

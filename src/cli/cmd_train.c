@@ -43,10 +43,10 @@ int cmd_train(int argc, char **argv) {
         {"initializer-range", OPT_FLOAT, &mc.init_std, "std of the normal weight init", 0},
         {"max-seq-length", OPT_INT, &mc.max_len, "keep the last N items of each sequence", 0},
         {"run-padding", OPT_FLAG, &mc.run_padding, "gru4rec: run the GRU over the left padding first, as the reference (start state learned per length)", 0},
-        {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate", 0},
+        {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate (a preset's plain sasrec: 0.0003)", 0},
         {"weight-decay", OPT_FLOAT, &tc.weight_decay, "Adam L2 weight decay", 0},
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},
-        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100; a preset's plain gru4rec: 600)", 0},
+        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100; a preset's plain sasrec: 400, gru4rec: 600)", 0},
         {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement (a preset's plain gru4rec: 40)", 0},
         {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (presets: 100, yelp/home 50; basrec without preset: 100; softmax losses: 0)", 0},
         {"seed", OPT_U64, &tc.seed, "random seed", 0},
@@ -200,6 +200,7 @@ int cmd_train(int argc, char **argv) {
         if (!args_find(specs, "start-valid")->seen) t1.start_valid = rt.start_valid;
         if (!args_find(specs, basrec ? "stage1-epochs" : "epochs")->seen) t1.epochs = rt.epochs;
         if (!args_find(specs, "patience")->seen) t1.patience = rt.patience;
+        if (!args_find(specs, "lr")->seen) t1.lr = rt.lr;
     }
 
     char out_buf[4096], stage1_dir[4200], stage1_best[4300];
