@@ -106,6 +106,12 @@ before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")
 [ "$(wc -l <"$T/rd/res.jsonl")" -eq 2 ] && [ "$(sed -n 1p "$T/rd/res.jsonl")" = "$(sed -n 2p "$T/rd/res.jsonl")" ] \
     && [ "$(stat -c %Y "$T/rd/runs/beauty-sasrec-basrec-s1/result.json")" = "$before" ] \
     && ok "reproduce reuses finished runs" || ko "reproduce reuses finished runs"
+# Into a log file, reproduce reports a line per epoch and no progress bar.
+"$BIN" reproduce --dataset beauty --method plain --seeds 1 --max-epochs 1 --data-dir "$T/rd" --runs-dir "$T/logrun" \
+    --results "$T/logrun/res.jsonl" 2>"$T/rd/log.txt" >/dev/null \
+    && grep -q '^epoch    0 loss' "$T/rd/log.txt" && ! grep -q "$(printf '\r')" "$T/rd/log.txt" \
+    && ok "reproduce logs a line per epoch, no bar, when stderr is a file" \
+    || ko "reproduce logs a line per epoch, no bar, when stderr is a file"
 # An ICE variant of RM-HSAOCL trains its stage 1 with ICE in a directory of
 # its own; the BCE variant starts from BASRec's BCE stage 1.
 plain_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-s1/result.json")

@@ -313,7 +313,7 @@ int cmd_reproduce(int argc, char **argv) {
         {"threads", OPT_INT, &threads, "threads per run (default: all cores, or 1 with --jobs)", 0},
         {"jobs", OPT_INT, &jobs, "seeds trained at once, in separate processes", 0},
         {"max-epochs", OPT_INT, &max_epochs, "cap every stage's epochs (smoke tests; default: the preset's)", 0},
-        {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr", 0},
+        {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr (otherwise a line per epoch; a bar too on a terminal)", 0},
         {NULL, 0, NULL, NULL, 0}};
     br_error err;
     if (args_parse(argc, argv, specs, &help, &err) < 0) return cli_fail("reproduce", &err);
@@ -397,7 +397,9 @@ int cmd_reproduce(int argc, char **argv) {
         br_dataset_free(&ds);
         return cli_fail("reproduce", &err);
     }
-    const int progress = !no_progress;
+    /* Reproductions run for hours, often into a log file: there a line per
+     * epoch, the bar only on a terminal. */
+    const int progress = no_progress ? BR_PROGRESS_QUIET : isatty(2) ? BR_PROGRESS_BAR : BR_PROGRESS_LINES;
     if (jobs < 1 || jobs > MAX_SEEDS) {
         fprintf(stderr, "basrec reproduce: --jobs must be in 1..%d\n", MAX_SEEDS);
         br_dataset_free(&ds);

@@ -218,7 +218,7 @@ int cmd_train(int argc, char **argv) {
         br_dataset_free(&ds);
         return 1;
     }
-    const int progress = !no_progress && isatty(2);
+    const int progress = !no_progress && isatty(2) ? BR_PROGRESS_BAR : BR_PROGRESS_QUIET;
     br_train_result res;
     int rc = 0;
     if (basrec && !joint && !init_from && !(resume && cli_file_exists(out, "last.safetensors"))) {

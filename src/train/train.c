@@ -229,7 +229,7 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
     for (int32_t epoch = st.epoch; epoch < tc->epochs && st.bad_epochs < tc->patience; epoch++) {
         const double te = now_seconds();
         br_epoch_stats es;
-        br_trainer_epoch(tr, epoch, io->progress, &es);
+        br_trainer_epoch(tr, epoch, io->progress == BR_PROGRESS_BAR, &es);
         const double loss = es.loss;
         const double train_s = now_seconds() - te;
         br_metrics valid;

@@ -36,10 +36,14 @@ typedef struct br_train_state {
     int32_t bad_epochs;   /* validations since the best */
 } br_train_state;
 
+/* What training reports on stderr: nothing, one line per epoch (for logs),
+ * or those lines and a progress bar within each epoch (for terminals). */
+enum { BR_PROGRESS_QUIET = 0, BR_PROGRESS_LINES = 1, BR_PROGRESS_BAR = 2 };
+
 typedef struct br_train_io {
     const char *out_dir;      /* best.safetensors, last.safetensors, result.json */
     FILE *metrics_log;        /* JSON lines per epoch, or NULL */
-    int progress;             /* progress bar on stderr */
+    int progress;             /* BR_PROGRESS_* */
     int resume;               /* continue from out_dir/last.safetensors */
 } br_train_io;
 
