@@ -54,7 +54,7 @@ float cli_preset_dropout(const cli_preset *p, const char *model) {
     /* NextItNet's residual blocks have no dropout in the original. */
     if (strcmp(model, "nextitnet") == 0) return 0.0f;
     /* FMLP-Rec's own default; with the datasets' 0.1 it overfits Beauty in
-     * 20 epochs and BASRec's stage 2 ends 8% lower on validation
+     * 20 epochs and BASRec's stage 2 ends 10% lower on validation
      * (docs/RESULTS.md). */
     if (strcmp(model, "fmlprec") == 0) return 0.5f;
     return p->dropout;
