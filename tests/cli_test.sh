@@ -136,6 +136,14 @@ rc=$?
     && [ "$(wc -l <"$T/rd/res.jsonl")" -eq 4 ] \
     && ok "reproduce refuses a run made with other settings" \
     || ko "reproduce refuses a run made with other settings ($msg)"
+# --patience reaches the plan of every stage (here stage 1's, which it refuses).
+msg=$("$BIN" reproduce $REPRO --patience 7 2>&1 >/dev/null)
+rc=$?
+[ "$rc" -ne 0 ] && echo "$msg" | grep -q "beauty-sasrec-plain-s1 was made with patience 20, planned 7" \
+    && ok "reproduce --patience overrides the preset's" \
+    || ko "reproduce --patience overrides the preset's ($msg)"
+"$BIN" reproduce $REPRO --patience -1 >/dev/null 2>&1
+[ $? -eq 2 ] && ok "reproduce rejects a negative --patience" || ko "reproduce rejects a negative --patience"
 # Another weight form is a variant in runs of its own, from the same stage 1,
 # and the summary says which weights it used; the table's own form adds no
 # suffix.

@@ -224,6 +224,7 @@ typedef struct run_plan {
     const char *runs_dir, *dataset, *model;
     int progress;
     int32_t max_epochs;  /* 0: the preset's */
+    int32_t patience;    /* 0: the preset's */
     const char *weights; /* --weight-form when it is not the table's, else NULL */
 } run_plan;
 
@@ -264,6 +265,7 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     tc.seed = seed;
     tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->epochs;
     tc.start_valid = softmax_stage1(rp) ? 0 : rp->preset->start_valid;
+    if (rp->patience > 0) tc.patience = rp->patience;
     run_dir(rp, seed, 1, plain_dir, sizeof plain_dir);
     if (!rp->abl || !rp->abl->joint) {
         /* The plain run: the preset's plain recipe, or for a softmax loss
@@ -273,6 +275,7 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
         if (softmax_stage1(rp)) t1.loss.kind = rp->abl->loss;
         else cli_preset_plain(rp->preset, rp->model, &m1, &t1);
         if (rp->max_epochs > 0) t1.epochs = rp->max_epochs;
+        if (rp->patience > 0) t1.patience = rp->patience;
         if (ensure_run(rp->ds, &m1, &t1, plain_dir, NULL, rp->progress, err) < 0) return -1;
     }
     if (!rp->abl) return 0;
@@ -295,7 +298,7 @@ int cmd_reproduce(int argc, char **argv) {
     const char *dataset = "beauty", *model = "sasrec", *method_name = "basrec", *abl_name = "none",
                *seeds_arg = "1,2,3", *data_dir = "../shared/data", *runs_dir = "runs",
                *results = "runs/results.jsonl", *weights_arg = NULL;
-    int32_t threads = 0, jobs = 1, max_epochs = 0;
+    int32_t threads = 0, jobs = 1, max_epochs = 0, patience = 0;
     int no_progress = 0, help;
     opt_spec specs[] = {
         {"dataset", OPT_STR, &dataset, "beauty, sports, yelp or home", 0},
@@ -313,6 +316,8 @@ int cmd_reproduce(int argc, char **argv) {
         {"threads", OPT_INT, &threads, "threads per run (default: all cores, or 1 with --jobs)", 0},
         {"jobs", OPT_INT, &jobs, "seeds trained at once, in separate processes", 0},
         {"max-epochs", OPT_INT, &max_epochs, "cap every stage's epochs (smoke tests; default: the preset's)", 0},
+        {"patience", OPT_INT, &patience,
+         "stop every stage after N validations without improvement (default: the preset's)", 0},
         {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr (otherwise a line per epoch; a bar too on a terminal)", 0},
         {NULL, 0, NULL, NULL, 0}};
     br_error err;
@@ -400,12 +405,17 @@ int cmd_reproduce(int argc, char **argv) {
     /* Reproductions run for hours, often into a log file: there a line per
      * epoch, the bar only on a terminal. */
     const int progress = no_progress ? BR_PROGRESS_QUIET : isatty(2) ? BR_PROGRESS_BAR : BR_PROGRESS_LINES;
+    if (max_epochs < 0 || patience < 0) {
+        fprintf(stderr, "basrec reproduce: --max-epochs and --patience must be positive\n");
+        br_dataset_free(&ds);
+        return 2;
+    }
     if (jobs < 1 || jobs > MAX_SEEDS) {
         fprintf(stderr, "basrec reproduce: --jobs must be in 1..%d\n", MAX_SEEDS);
         br_dataset_free(&ds);
         return 2;
     }
-    run_plan plan = {&ds, &mc, p, meth, abl, runs_dir, dataset, model, progress, max_epochs, weights_dir};
+    run_plan plan = {&ds, &mc, p, meth, abl, runs_dir, dataset, model, progress, max_epochs, patience, weights_dir};
     br_metrics m[MAX_SEEDS];
     int rc = 0;
     if (jobs == 1) {
