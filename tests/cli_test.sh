@@ -50,6 +50,15 @@ strip() { sed 's/"seconds": [0-9.]*, //' "$1"; }
 "$BIN" train $TRAIN --out "$T/run4" --epochs 3 --resume >"$T/res4.json"
 [ "$(strip "$T/res1.json")" = "$(strip "$T/res4.json")" ] && ok "resume replays exactly" \
     || ko "resume replays exactly"
+# A run stopped by patience goes on when resumed with more: it then equals a
+# run started with that patience (here the default 20, over 8 epochs).
+"$BIN" train $TRAIN --out "$T/run5" --seed 7 --epochs 8 >"$T/res5.json"
+"$BIN" train $TRAIN --out "$T/run6" --seed 7 --epochs 8 --patience 1 >"$T/res6.json"
+"$BIN" train $TRAIN --out "$T/run6" --epochs 8 --resume >"$T/res7.json"
+grep -q '"epochs_run": 8' "$T/res5.json" && ! grep -q '"epochs_run": 8' "$T/res6.json" \
+    && [ "$(strip "$T/res5.json")" = "$(strip "$T/res7.json")" ] \
+    && ok "resume with more patience continues an early-stopped run" \
+    || ko "resume with more patience continues an early-stopped run"
 
 # sampled-ce: reproducible, its sampler matters, and its options survive a resume.
 SCE="--loss sampled-ce --ce-negatives 32 --ce-sampler uniform"

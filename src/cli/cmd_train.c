@@ -72,7 +72,7 @@ int cmd_train(int argc, char **argv) {
         {"ce-sampler", OPT_STR, &ce_sampler, "sampled-ce: negatives' distribution: pop (training-target counts + 1) or uniform", 0},
         {"threads", OPT_INT, &threads, "threads (default: all cores)", 0},
         {"metrics-log", OPT_STR, &metrics_log, "append per-epoch metrics as JSON lines to this file", 0},
-        {"resume", OPT_FLAG, &resume, "continue the run in --out where it stopped", 0},
+        {"resume", OPT_FLAG, &resume, "continue the run in --out where it stopped, with this command's --epochs and --patience", 0},
         {"no-progress", OPT_FLAG, &no_progress, "no progress output on stderr", 0},
         {NULL, 0, NULL, NULL, 0}};
     br_error err;

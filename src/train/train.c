@@ -217,9 +217,12 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
 
     br_train_state st = {0, -1, -INFINITY, 0};
     if (io->resume) {
-        const int32_t epochs = tc->epochs;
+        const int32_t epochs = tc->epochs, patience = tc->patience;
         if (br_checkpoint_load(last_path, m, ds, 1, tc, &st, err) < 0) return -1;
-        tc->epochs = epochs; /* a resumed run may be given more epochs */
+        /* A resumed run may be given more epochs, or more patience: a run
+         * stopped early goes on as if it had been started with it. */
+        tc->epochs = epochs;
+        tc->patience = patience;
     }
     memset(res, 0, sizeof *res);
     br_trainer *tr = br_trainer_create(m, ds, tc, err);

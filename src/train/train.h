@@ -54,7 +54,8 @@ typedef struct br_train_result {
 } br_train_result;
 
 /* Trains m on ds. With io->resume the model, config and state are restored
- * from out_dir/last.safetensors (m must be zeroed then; otherwise m is a
+ * from out_dir/last.safetensors, all but tc's epochs and patience, which
+ * may extend the run (m must be zeroed then; otherwise m is a
  * freshly created model that is initialised from tc->seed). M-Mask adds the
  * model's mask item (br_model_add_mask_item, from tc->seed) when it lacks it. */
 int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_train_io *io,
