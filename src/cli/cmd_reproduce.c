@@ -406,7 +406,7 @@ int cmd_reproduce(int argc, char **argv) {
      * epoch, the bar only on a terminal. */
     const int progress = no_progress ? BR_PROGRESS_QUIET : isatty(2) ? BR_PROGRESS_BAR : BR_PROGRESS_LINES;
     if (max_epochs < 0 || patience < 0) {
-        fprintf(stderr, "basrec reproduce: --max-epochs and --patience must be positive\n");
+        fprintf(stderr, "basrec reproduce: --max-epochs and --patience must not be negative (0: the preset's)\n");
         br_dataset_free(&ds);
         return 2;
     }
