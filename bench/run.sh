@@ -26,6 +26,9 @@ out=$(mktemp)
         "$B/bench/bench_train" "$data" 3 "$th" stage1
         "$B/bench/bench_train" "$data" 2 "$th" stage2
     done
+    for th in 1 2; do
+        "$B/bench/bench_loss" "$th" "$data"
+    done
     for loss in ce sampled-ce; do
         "$B/bench/bench_train" "$data" 1 2 stage1 50 sasrec "$loss"
     done
