@@ -256,6 +256,12 @@ static void run_dir(const run_plan *rp, uint64_t seed, int stage1, char *out, si
     }
 }
 
+/* The command line's --max-epochs and --patience, over a stage's preset. */
+static void apply_overrides(const run_plan *rp, br_train_config *tc) {
+    if (rp->max_epochs > 0) tc->epochs = rp->max_epochs;
+    if (rp->patience > 0) tc->patience = rp->patience;
+}
+
 /* Trains whatever one seed still lacks: the plain run (stage 1), then the
  * augmented run from its best checkpoint. */
 static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
@@ -263,9 +269,9 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     br_train_config tc;
     br_train_config_defaults(&tc);
     tc.seed = seed;
-    tc.epochs = rp->max_epochs > 0 ? rp->max_epochs : rp->preset->epochs;
+    tc.epochs = rp->preset->epochs;
     tc.start_valid = softmax_stage1(rp) ? 0 : rp->preset->start_valid;
-    if (rp->patience > 0) tc.patience = rp->patience;
+    apply_overrides(rp, &tc);
     run_dir(rp, seed, 1, plain_dir, sizeof plain_dir);
     if (!rp->abl || !rp->abl->joint) {
         /* The plain run: the preset's plain recipe, or for a softmax loss
@@ -274,8 +280,7 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
         br_train_config t1 = tc;
         if (softmax_stage1(rp)) t1.loss.kind = rp->abl->loss;
         else cli_preset_plain(rp->preset, rp->model, &m1, &t1);
-        if (rp->max_epochs > 0) t1.epochs = rp->max_epochs;
-        if (rp->patience > 0) t1.patience = rp->patience;
+        apply_overrides(rp, &t1);
         if (ensure_run(rp->ds, &m1, &t1, plain_dir, NULL, rp->progress, err) < 0) return -1;
     }
     if (!rp->abl) return 0;
@@ -382,6 +387,14 @@ int cmd_reproduce(int argc, char **argv) {
         fprintf(stderr, "basrec reproduce: --seeds is empty\n");
         return 2;
     }
+    if (max_epochs < 0 || patience < 0) {
+        fprintf(stderr, "basrec reproduce: --max-epochs and --patience must not be negative (0: the preset's)\n");
+        return 2;
+    }
+    if (jobs < 1 || jobs > MAX_SEEDS) {
+        fprintf(stderr, "basrec reproduce: --jobs must be in 1..%d\n", MAX_SEEDS);
+        return 2;
+    }
     if (jobs == 1) cli_set_threads(threads);
 
     br_model_config mc;
@@ -405,16 +418,6 @@ int cmd_reproduce(int argc, char **argv) {
     /* Reproductions run for hours, often into a log file: there a line per
      * epoch, the bar only on a terminal. */
     const int progress = no_progress ? BR_PROGRESS_QUIET : isatty(2) ? BR_PROGRESS_BAR : BR_PROGRESS_LINES;
-    if (max_epochs < 0 || patience < 0) {
-        fprintf(stderr, "basrec reproduce: --max-epochs and --patience must not be negative (0: the preset's)\n");
-        br_dataset_free(&ds);
-        return 2;
-    }
-    if (jobs < 1 || jobs > MAX_SEEDS) {
-        fprintf(stderr, "basrec reproduce: --jobs must be in 1..%d\n", MAX_SEEDS);
-        br_dataset_free(&ds);
-        return 2;
-    }
     run_plan plan = {&ds, &mc, p, meth, abl, runs_dir, dataset, model, progress, max_epochs, patience, weights_dir};
     br_metrics m[MAX_SEEDS];
     int rc = 0;
