@@ -191,6 +191,14 @@ lr_of() { head -c 20000 "$1" | grep -a -o '"lr":"[0-9.e-]*"' | cut -d'"' -f4; }
     && head -c 20000 "$T/gm/last.safetensors" | grep -aq '"start_valid":"100"' \
     && ok "preset: FMLP-Rec validates from epoch 0, GRU4Rec from 100" \
     || ko "preset: FMLP-Rec validates from epoch 0, GRU4Rec from 100"
+# FMLP-Rec's BASRec stage 2 gets at least 300 epochs; its stage 1 keeps the
+# preset's 200.
+"$BIN" train --data "$T/data.txt" --hidden-size 16 --batch-size 64 --max-seq-length 20 --no-progress --threads 2 \
+    --out "$T/fb" --model fmlprec --preset beauty --method basrec --start-valid 0 --patience 1 >/dev/null \
+    && head -c 20000 "$T/fb/last.safetensors" | grep -aq '"epochs":"300"' \
+    && head -c 20000 "$T/fb/stage1/last.safetensors" | grep -aq '"epochs":"200"' \
+    && ok "preset: FMLP-Rec's stage 2 runs up to 300 epochs, its stage 1 200" \
+    || ko "preset: FMLP-Rec's stage 2 runs up to 300 epochs, its stage 1 200"
 
 # GRU4Rec run over the padding: the option travels with the checkpoint.
 "$BIN" train $TRAIN --out "$T/grp" --model gru4rec --run-padding >"$T/grp.json" \

@@ -77,13 +77,18 @@ const cli_preset *cli_find_preset(const char *name);
 float cli_preset_dropout(const cli_preset *p, const char *model);
 /* A preset's recipe for plain training (plain runs and BASRec's stage 1)
  * of model: SASRec with dropout 0.5, as the authors' own plain-SASRec runs
- * use (docs/RESULTS.md), validated from the first epoch, at most 200
- * epochs; GRU4Rec with the preset's dropout and first validation, at
- * most 600 epochs and patience 40 (on Beauty its validation still rises
- * past epoch 400, with flat stretches of 20-odd epochs on the way); the
- * other backbones with the preset's dropout and schedule. */
+ * use, lr 3e-4, validated from the first epoch, at most 400 epochs
+ * (docs/RESULTS.md); GRU4Rec with the preset's dropout and first
+ * validation, at most 600 epochs and patience 40 (on Beauty its validation
+ * still rises past epoch 400, with flat stretches of 20-odd epochs on the
+ * way); FMLP-Rec validated from the first epoch; the other backbones with
+ * the preset's dropout and schedule. */
 void cli_preset_plain(const cli_preset *p, const char *model, br_model_config *mc,
                       br_train_config *tc);
+/* The most epochs a preset gives model's BASRec stage 2: the preset's,
+ * and at least 300 for FMLP-Rec, whose stage 2 on Beauty still rises on
+ * validation at epoch 200 (docs/RESULTS.md). */
+int32_t cli_preset_stage2_epochs(const cli_preset *p, const char *model);
 
 /* One training run into out_dir: resumed, started from a checkpoint's
  * weights (fresh optimizer; mc's dropout replaces the checkpoint's), or from

@@ -285,6 +285,8 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     }
     if (!rp->abl) return 0;
     run_dir(rp, seed, 0, dir, sizeof dir);
+    tc.epochs = cli_preset_stage2_epochs(rp->preset, rp->model);
+    apply_overrides(rp, &tc);
     tc.use_basrec = 1;
     br_basrec_preset(&tc.basrec, rp->preset->name);
     tc.basrec.single_seq = rp->abl->single_seq;

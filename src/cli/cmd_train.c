@@ -46,7 +46,7 @@ int cmd_train(int argc, char **argv) {
         {"lr", OPT_FLOAT, &tc.lr, "Adam learning rate (a preset's plain sasrec: 0.0003)", 0},
         {"weight-decay", OPT_FLOAT, &tc.weight_decay, "Adam L2 weight decay", 0},
         {"batch-size", OPT_INT, &tc.batch_size, "users per batch", 0},
-        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100; a preset's plain sasrec: 400, gru4rec: 600)", 0},
+        {"epochs", OPT_INT, &tc.epochs, "maximum epochs (presets: 200, yelp/home 100; a preset's plain sasrec: 400, gru4rec: 600; fmlprec's stage 2: 300)", 0},
         {"patience", OPT_INT, &tc.patience, "stop after N validations without improvement (a preset's plain gru4rec: 40)", 0},
         {"start-valid", OPT_INT, &tc.start_valid, "first validated epoch (presets: 100, yelp/home 50; basrec without preset: 100; softmax losses: 0)", 0},
         {"seed", OPT_U64, &tc.seed, "random seed", 0},
@@ -114,7 +114,7 @@ int cmd_train(int argc, char **argv) {
             if (args_find(specs, "n-pairs")->seen) bc->n_pairs = explicit_cfg.n_pairs;
             if (args_find(specs, "n-whole-level")->seen) bc->n_whole_level = explicit_cfg.n_whole_level;
         }
-        if (!args_find(specs, "epochs")->seen) tc.epochs = p->epochs;
+        if (!args_find(specs, "epochs")->seen) tc.epochs = basrec ? cli_preset_stage2_epochs(p, model) : p->epochs;
         if (!args_find(specs, "stage1-epochs")->seen) stage1_epochs = p->epochs;
         if (!args_find(specs, "start-valid")->seen) tc.start_valid = p->start_valid;
     } else if (basrec && !args_find(specs, "start-valid")->seen) {

@@ -81,6 +81,11 @@ void cli_preset_plain(const cli_preset *p, const char *model, br_model_config *m
     tc->start_valid = 0;
 }
 
+int32_t cli_preset_stage2_epochs(const cli_preset *p, const char *model) {
+    if (strcmp(model, "fmlprec") == 0 && p->epochs < 300) return 300;
+    return p->epochs;
+}
+
 int cli_run_stage(const br_dataset *ds, const br_model_config *mc, br_train_config *tc,
                   const char *out_dir, const char *init_from, int resume, FILE *log,
                   int progress, br_train_result *res, br_error *err) {
