@@ -263,7 +263,8 @@ static void apply_overrides(const run_plan *rp, br_train_config *tc) {
 }
 
 /* Trains whatever one seed still lacks: the plain run (stage 1), then the
- * augmented run from its best checkpoint. */
+ * augmented run from its best checkpoint. Each stage takes its own epochs
+ * from the preset, then the command line's overrides. */
 static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     char plain_dir[8400], dir[8400], init[8500];
     br_train_config tc;
@@ -271,7 +272,6 @@ static int run_seed(const run_plan *rp, uint64_t seed, br_error *err) {
     tc.seed = seed;
     tc.epochs = rp->preset->epochs;
     tc.start_valid = softmax_stage1(rp) ? 0 : rp->preset->start_valid;
-    apply_overrides(rp, &tc);
     run_dir(rp, seed, 1, plain_dir, sizeof plain_dir);
     if (!rp->abl || !rp->abl->joint) {
         /* The plain run: the preset's plain recipe, or for a softmax loss
