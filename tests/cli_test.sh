@@ -50,6 +50,14 @@ strip() { sed 's/"seconds": [0-9.]*, //' "$1"; }
 "$BIN" train $TRAIN --out "$T/run4" --epochs 3 --resume >"$T/res4.json"
 [ "$(strip "$T/res1.json")" = "$(strip "$T/res4.json")" ] && ok "resume replays exactly" \
     || ko "resume replays exactly"
+# A resumed run's seconds count the time before the resume (kept in
+# last.safetensors): resuming the finished run3 only re-evaluates its best.
+before=$(head -c 200000 "$T/run3/last.safetensors" | grep -ao '"seconds": *"[0-9.]*"' | grep -o '[0-9.]*')
+"$BIN" train $TRAIN --out "$T/run3" --resume >"$T/res3b.json"
+after=$(grep -o '"seconds": [0-9.]*' "$T/res3b.json" | grep -o '[0-9.]*$')
+[ -n "$before" ] && awk -v b="$before" -v a="$after" 'BEGIN { exit !(b > 0 && a >= b) }' \
+    && ok "a resumed run's seconds include the time before the resume" \
+    || ko "a resumed run's seconds include the time before the resume (stored $before, reported $after)"
 # A run stopped by patience goes on when resumed with more: it then equals a
 # run started with that patience (here the default 20, over 8 epochs).
 "$BIN" train $TRAIN --out "$T/run5" --seed 7 --epochs 8 >"$T/res5.json"

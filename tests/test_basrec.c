@@ -445,7 +445,7 @@ static void test_mask_never_ranked(void **state) {
 
 /* ---- options in resumable checkpoints ---- */
 
-/* Loss, operators and alignment survive a resumable checkpoint, with the
+/* Loss, operators, alignment and the run's state survive a resumable checkpoint, with the
  * mask item's row; a weights-only checkpoint leaves the row out. */
 static void test_checkpoint_options(void **state) {
     fixture f;
@@ -465,7 +465,7 @@ static void test_checkpoint_options(void **state) {
     tc.loss.focal_gamma = 1.5f;
     tc.loss.ce_negatives = 77;
     tc.loss.ce_sampler = BR_SAMPLER_UNIFORM;
-    br_train_state st = {3, 2, 0.125, 1};
+    br_train_state st = {3, 2, 0.125, 1, 42.5};
     char dir[] = "/tmp/basrec-ckpt-XXXXXX", path[64], wpath[64];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/last.safetensors", dir);
@@ -485,6 +485,10 @@ static void test_checkpoint_options(void **state) {
     assert_true(tc2.loss.focal_gamma == 1.5f);
     assert_int_equal(tc2.loss.ce_negatives, 77);
     assert_int_equal(tc2.loss.ce_sampler, BR_SAMPLER_UNIFORM);
+    assert_int_equal(st2.epoch, 3);
+    assert_int_equal(st2.best_epoch, 2);
+    assert_true(st2.best_score == 0.125 && st2.bad_epochs == 1);
+    assert_true(st2.seconds == 42.5);
     assert_true(m2.mask_emb > 0 && br_pdata(&m2.params, m2.mask_emb)[2] == 0.625f);
     assert_int_equal(m2.params.n, f.m.params.n);
     br_model_free(&m2);

@@ -88,6 +88,7 @@ int br_checkpoint_save(const char *path, const br_model *m, const br_dataset *ds
         meta_put(&ml, "best_epoch", "%d", st->best_epoch);
         meta_put(&ml, "best_score", "%.17g", st->best_score);
         meta_put(&ml, "bad_epochs", "%d", st->bad_epochs);
+        meta_put(&ml, "seconds", "%.3f", st->seconds);
     }
     if (ml.overflow) return br_errorf(err, "%s: more than %d metadata entries", path, META_MAX);
     /* The mask item's row is training state (only M-Mask copies read it):
@@ -206,6 +207,9 @@ static int read_train_state(const br_st_file *f, br_model *m, br_train_config *t
         meta_double(f, "best_score", &st->best_score, err) < 0 ||
         meta_i32(f, "bad_epochs", 0, &st->bad_epochs, err) < 0)
         return -1;
+    /* Checkpoints written before the run's time was kept have no "seconds". */
+    st->seconds = 0.0;
+    if (br_st_meta_get(f, "seconds") && meta_double(f, "seconds", &st->seconds, err) < 0) return -1;
     tc->seed = (uint64_t)seed;
     m->params.adam_step = step;
     const char *method = br_st_meta_get(f, "method");

@@ -215,7 +215,7 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
     path_join(result_path, sizeof result_path, io->out_dir, "result.json");
     if (br_mkdir_p(io->out_dir, err) < 0) return -1;
 
-    br_train_state st = {0, -1, -INFINITY, 0};
+    br_train_state st = {0, -1, -INFINITY, 0, 0.0};
     if (io->resume) {
         const int32_t epochs = tc->epochs, patience = tc->patience;
         if (br_checkpoint_load(last_path, m, ds, 1, tc, &st, err) < 0) return -1;
@@ -227,7 +227,8 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
     memset(res, 0, sizeof *res);
     br_trainer *tr = br_trainer_create(m, ds, tc, err);
     if (!tr) return -1;
-    const double t0 = now_seconds();
+    /* Time before this call (a resumed run's) counts towards the run's. */
+    const double t0 = now_seconds() - st.seconds;
     int rc = -1;
     for (int32_t epoch = st.epoch; epoch < tc->epochs && st.bad_epochs < tc->patience; epoch++) {
         const double te = now_seconds();
@@ -249,6 +250,7 @@ int br_train(br_model *m, const br_dataset *ds, br_train_config *tc, const br_tr
             }
         }
         st.epoch = epoch + 1;
+        st.seconds = now_seconds() - t0;
         if (br_checkpoint_save(last_path, m, ds, tc, &st, err) < 0) goto done;
         if (io->progress)
             fprintf(stderr, "epoch %4d loss %.4f  %.2fs%s", epoch, loss, train_s,

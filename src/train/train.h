@@ -34,6 +34,7 @@ typedef struct br_train_state {
     int32_t best_epoch;   /* -1 before the first validation */
     double best_score;    /* valid NDCG@20 of best_epoch */
     int32_t bad_epochs;   /* validations since the best */
+    double seconds;       /* wall time of the epochs so far, over all resumes */
 } br_train_state;
 
 /* What training reports on stderr: nothing, one line per epoch (for logs),
@@ -50,7 +51,7 @@ typedef struct br_train_io {
 typedef struct br_train_result {
     br_metrics valid, test;   /* of the best checkpoint */
     int32_t best_epoch, epochs_run;
-    double seconds;
+    double seconds;           /* the whole run's, resumed parts included */
 } br_train_result;
 
 /* Trains m on ds. With io->resume the model, config and state are restored
