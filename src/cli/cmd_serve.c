@@ -373,8 +373,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
 /* Stops accepting, waits for the requests in flight, stops the workers. */
 static void drain_and_stop(server *s, struct MHD_Daemon *d) {
     atomic_store(&s->stopping, 1);
+    /* The listening socket stays open until the daemon has stopped: its
+     * threads may still poll it (microhttpd.h, MHD_quiesce_daemon). */
     MHD_socket fd = MHD_quiesce_daemon(d);
-    if (fd != MHD_INVALID_SOCKET) close(fd);
     const struct timespec tick = {0, 5 * 1000 * 1000};
     for (int i = 0; i < DRAIN_SECONDS * 200 && atomic_load(&s->in_flight) > 0; i++)
         nanosleep(&tick, NULL);
@@ -382,6 +383,7 @@ static void drain_and_stop(server *s, struct MHD_Daemon *d) {
         fprintf(stderr, "basrec serve: %d requests still in flight after %d s, closing them\n",
                 atomic_load(&s->in_flight), DRAIN_SECONDS);
     MHD_stop_daemon(d);
+    if (fd != MHD_INVALID_SOCKET) close(fd);
 }
 
 int cli_check_item_map(const basrec_idmap *map, int32_t n_items, const char *path, char *msg,
