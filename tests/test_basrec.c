@@ -445,8 +445,9 @@ static void test_mask_never_ranked(void **state) {
 
 /* ---- options in resumable checkpoints ---- */
 
-/* Loss, operators, alignment and the run's state survive a resumable checkpoint, with the
- * mask item's row; a weights-only checkpoint leaves the row out. */
+/* Loss, operators, alignment and the run's state survive a resumable
+ * checkpoint, with the mask item's row; a weights-only checkpoint leaves
+ * the row out. */
 static void test_checkpoint_options(void **state) {
     fixture f;
     fixture_init(&f, 0.1f);
