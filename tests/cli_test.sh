@@ -9,6 +9,8 @@ pass=0
 fail=0
 ok() { pass=$((pass + 1)); echo "ok   $1"; }
 ko() { fail=$((fail + 1)); echo "FAIL $1"; }
+# meta_of CHECKPOINT KEY: a value of the checkpoint's metadata (in its header).
+meta_of() { head -c 200000 "$1" | grep -a -o "\"$2\":\"[^\"]*\"" | cut -d'"' -f4; }
 # expect_fail NAME PATTERN CMD...: CMD must exit non-zero with PATTERN on stderr.
 expect_fail() {
     name=$1 pattern=$2
@@ -52,7 +54,7 @@ strip() { sed 's/"seconds": [0-9.]*, //' "$1"; }
     || ko "resume replays exactly"
 # A resumed run's seconds count the time before the resume (kept in
 # last.safetensors): resuming the finished run3 only re-evaluates its best.
-before=$(head -c 200000 "$T/run3/last.safetensors" | grep -ao '"seconds": *"[0-9.]*"' | grep -o '[0-9.]*')
+before=$(meta_of "$T/run3/last.safetensors" seconds)
 "$BIN" train $TRAIN --out "$T/run3" --resume >"$T/res3b.json"
 after=$(grep -o '"seconds": [0-9.]*' "$T/res3b.json" | grep -o '[0-9.]*$')
 [ -n "$before" ] && awk -v b="$before" -v a="$after" 'BEGIN { exit !(b > 0 && a >= b) }' \
@@ -180,8 +182,8 @@ ce_before=$(stat -c %Y "$T/rd/runs/beauty-sasrec-plain-ce-s1/result.json")
 # Under a preset, BASRec's stage 1 takes the plain recipe (SASRec: dropout
 # 0.5, lr 3e-4) and stage 2 the preset's dropout (0.1) and the reference's
 # lr (1e-3); an explicit --dropout or --lr sets both stages.
-dropout_of() { head -c 20000 "$1" | grep -a -o '"hidden_dropout_prob":"[0-9.]*"' | cut -d'"' -f4; }
-lr_of() { head -c 20000 "$1" | grep -a -o '"lr":"[0-9.e-]*"' | cut -d'"' -f4; }
+dropout_of() { meta_of "$1" hidden_dropout_prob; }
+lr_of() { meta_of "$1" lr; }
 "$BIN" train $TRAIN --out "$T/pr" --preset beauty --method basrec --epochs 1 --stage1-epochs 1 >/dev/null \
     && [ "$(dropout_of "$T/pr/stage1/best.safetensors")" = "0.5" ] \
     && [ "$(lr_of "$T/pr/stage1/last.safetensors")" = "0.000300000014" ] \
@@ -194,17 +196,17 @@ lr_of() { head -c 20000 "$1" | grep -a -o '"lr":"[0-9.e-]*"' | cut -d'"' -f4; }
     || ko "preset: plain recipe for stage 1, preset dropout and lr for stage 2"
 # FMLP-Rec's plain recipe validates from the first epoch.
 "$BIN" train $TRAIN --out "$T/fm" --model fmlprec --preset beauty --epochs 1 >/dev/null \
-    && head -c 20000 "$T/fm/last.safetensors" | grep -aq '"start_valid":"0"' \
+    && [ "$(meta_of "$T/fm/last.safetensors" start_valid)" = 0 ] \
     && "$BIN" train $TRAIN --out "$T/gm" --model gru4rec --preset beauty --epochs 1 >/dev/null \
-    && head -c 20000 "$T/gm/last.safetensors" | grep -aq '"start_valid":"100"' \
+    && [ "$(meta_of "$T/gm/last.safetensors" start_valid)" = 100 ] \
     && ok "preset: FMLP-Rec validates from epoch 0, GRU4Rec from 100" \
     || ko "preset: FMLP-Rec validates from epoch 0, GRU4Rec from 100"
 # FMLP-Rec's BASRec stage 2 gets at least 300 epochs; its stage 1 keeps the
 # preset's 200.
 "$BIN" train --data "$T/data.txt" --hidden-size 16 --batch-size 64 --max-seq-length 20 --no-progress --threads 2 \
     --out "$T/fb" --model fmlprec --preset beauty --method basrec --start-valid 0 --patience 1 >/dev/null \
-    && head -c 20000 "$T/fb/last.safetensors" | grep -aq '"epochs":"300"' \
-    && head -c 20000 "$T/fb/stage1/last.safetensors" | grep -aq '"epochs":"200"' \
+    && [ "$(meta_of "$T/fb/last.safetensors" epochs)" = 300 ] \
+    && [ "$(meta_of "$T/fb/stage1/last.safetensors" epochs)" = 200 ] \
     && ok "preset: FMLP-Rec's stage 2 runs up to 300 epochs, its stage 1 200" \
     || ko "preset: FMLP-Rec's stage 2 runs up to 300 epochs, its stage 1 200"
 
